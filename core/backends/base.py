@@ -1,0 +1,89 @@
+"""The backend protocol: what every backend module implements, and the metadata it returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..model import ModelHandle
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Availability:
+    """Whether a backend can run here, and on what."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the ``doctor --json`` form."""
+        return {"name": self.name, "available": self.available, "version": self.version,
+                "devices": list(self.devices), "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompileRequest:
+    """What the core asks a backend to build.
+
+    Attributes:
+        batch: the batch size to specialise for, or None for a dynamic batch dimension.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        threads: intra-op threads (0 = backend default: all cores available).
+        options: this backend's entry of ``BoostConfig.options``.
+    """
+
+    batch: int | None
+    precision: str
+    threads: int = 0
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class CompiledModel(Protocol):
+    """A compiled model: runs named numpy feeds and returns outputs in the model's order."""
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one inference. Must be safe to call from several threads."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A compiler or runtime yellowstone can pick.
+
+    ``compile`` writes every file the compiled model needs under ``workdir`` (the cache stores
+    that directory as it is) and ``load`` rebuilds the compiled model from such a directory
+    without compiling. A backend that cannot serialise its result returns ``cacheable = False``.
+    """
+
+    name: str
+    dynamic_batch: bool  # handles a dynamic batch dim well (else: one artifact per bucket)
+    cacheable: bool
+
+    def probe(self) -> Availability:
+        """Say whether this backend can run here (cheap after the first call)."""
+        ...
+
+    def version(self) -> str:
+        """The backend's version, part of every cache key."""
+        ...
+
+    def supports(self, model: ModelHandle) -> str | None:
+        """Return None when ``model`` can be compiled, else the reason it cannot."""
+        ...
+
+    def compile(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Convert and compile ``model``; write the artifact under ``workdir``."""
+        ...
+
+    def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Load an artifact that ``compile`` wrote, without compiling."""
+        ...

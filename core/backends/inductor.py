@@ -1,0 +1,101 @@
+"""The ``inductor`` backend: PyTorch's own compiler, packaged ahead of time (AOTInductor).
+
+This is what a PyTorch user would reach for instead of yellowstone, so it is measured on equal
+terms. The artifact is an AOTInductor ``.pt2`` package, loadable without recompiling.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CompilationError, missing_extra
+from . import distribution_version, module_available
+from .base import Availability, CompiledModel, CompileRequest
+
+if TYPE_CHECKING:
+    from ..model import ModelHandle
+
+
+class InductorCompiled:
+    """An AOTInductor package runner (calls are serialised: one runner per package)."""
+
+    def __init__(self, runner: Any, input_names: list[str]):
+        self._runner = runner
+        self._inputs = input_names
+        self._lock = threading.Lock()
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the compiled package on torch views of the feeds."""
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._inputs]
+        with self._lock, torch.inference_mode():
+            out = self._runner(*args)
+        return [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(out)]
+
+
+class InductorBackend:
+    """``torch._inductor`` AOT compilation of a ``torch.export`` program."""
+
+    name = "inductor"
+    dynamic_batch = True
+    cacheable = True
+
+    @functools.cache  # noqa: B019 - one instance per process
+    def probe(self) -> Availability:
+        """Available when torch imports (a C++ compiler is needed at compile time)."""
+        if not module_available("torch"):
+            return Availability(name=self.name, available=False,
+                                reason="not installed: pip install 'yellowstone[inductor]'")
+        import shutil
+
+        if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+            return Availability(name=self.name, available=False, version=self.version(),
+                                reason="no C++ compiler on PATH")
+        return Availability(name=self.name, available=True, version=self.version(),
+                            devices=("cpu",))
+
+    def version(self) -> str:
+        """Installed torch version."""
+        return distribution_version("torch") or "?"
+
+    def supports(self, model: ModelHandle) -> str | None:
+        """Only torch models that ``torch.export`` can trace."""
+        if model.framework != "torch":
+            return f"inductor compiles torch models only (this is {model.framework})"
+        if model.kind == "torchscript":
+            return "inductor cannot compile TorchScript modules"
+        return None
+
+    def compile(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Export (dynamic batch where allowed) and AOT-compile into ``workdir/model.pt2``."""
+        if not module_available("torch"):
+            raise missing_extra("torch", "inductor")
+        import torch
+
+        if request.precision != "fp32":
+            raise CompilationError(f"inductor backend serves fp32 only; {request.precision} is not wired")
+        ep = model.exported_program(dynamic_batch=request.batch is None)  # type: ignore[attr-defined]
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / "model.pt2"))
+        except Exception as exc:
+            raise CompilationError(f"AOTInductor failed: {type(exc).__name__}: {exc}") from exc
+        return self.load(model, request, workdir)
+
+    def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Load the AOTInductor package."""
+        if not module_available("torch"):
+            raise missing_extra("torch", "inductor")
+        import torch
+
+        try:
+            runner = torch._inductor.aoti_load_package(str(workdir / "model.pt2"))
+        except Exception as exc:
+            raise CompilationError(f"AOTInductor could not load the package: {exc}") from exc
+        return InductorCompiled(runner, [s.name for s in model.inputs])

@@ -1,0 +1,140 @@
+"""The ``openvino`` backend: OpenVINO Runtime, reading torch, TF and ONNX models directly.
+
+Precision is always set explicitly (``INFERENCE_PRECISION_HINT``): on CPUs with AVX512_BF16 or
+AMX OpenVINO would otherwise run bf16 silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CompilationError, ConversionError, missing_extra
+from . import distribution_version, module_available
+from .base import Availability, CompiledModel, CompileRequest
+
+if TYPE_CHECKING:
+    from ..model import ModelHandle
+
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+class OvCompiled:
+    """A compiled OpenVINO model with one infer request per calling thread."""
+
+    def __init__(self, compiled: Any, input_names: list[str]):
+        self.compiled = compiled
+        self._tls = threading.local()
+        ports = compiled.inputs
+        port_names = [set(p.get_names()) for p in ports]
+        # Feed by name where OpenVINO kept the model's names, else by position.
+        self._index = []
+        for i, name in enumerate(input_names):
+            idx = next((j for j, names in enumerate(port_names) if name in names), i)
+            self._index.append((name, idx))
+        self._outputs = compiled.outputs
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run with this thread's infer request."""
+        req = getattr(self._tls, "req", None)
+        if req is None:
+            req = self._tls.req = self.compiled.create_infer_request()
+        res = req.infer({idx: np.ascontiguousarray(feeds[name]) for name, idx in self._index})
+        return [np.array(res[o]) for o in self._outputs]
+
+
+class OpenVinoBackend:
+    """Intel OpenVINO on the CPU (and Intel GPUs where its plugin finds one)."""
+
+    name = "openvino"
+    dynamic_batch = True
+    cacheable = True
+
+    @functools.cache  # noqa: B019 - one instance per process
+    def probe(self) -> Availability:
+        """Available when ``openvino`` imports; devices from ``Core().available_devices``."""
+        if not module_available("openvino"):
+            return Availability(name=self.name, available=False,
+                                reason="not installed: pip install 'yellowstone[openvino]'")
+        import openvino as ov
+
+        return Availability(name=self.name, available=True, version=self.version(),
+                            devices=tuple(d.lower() for d in ov.Core().available_devices))
+
+    def version(self) -> str:
+        """Installed OpenVINO version."""
+        return distribution_version("openvino") or "?"
+
+    def supports(self, model: ModelHandle) -> str | None:
+        """OpenVINO imports every framework we take."""
+        return None
+
+    def _convert(self, model: ModelHandle, request: CompileRequest) -> Any:
+        import openvino as ov
+
+        dynamic = request.batch is None
+        route = request.options.get("import", "direct")
+        try:
+            if route == "onnx" or model.framework == "onnx":
+                ov_model = ov.convert_model(str(model.onnx_path(dynamic_batch=dynamic)))
+            elif model.framework == "torch" and model.kind == "torchscript":
+                import torch
+
+                example = tuple(torch.from_numpy(model.example_feeds[s.name]) for s in model.inputs)
+                ov_model = ov.convert_model(model.module, example_input=example)  # type: ignore[attr-defined]
+            elif model.framework == "torch":
+                ov_model = ov.convert_model(model.exported_program(dynamic_batch=dynamic))  # type: ignore[attr-defined]
+            else:
+                ov_model = ov.convert_model(str(model.saved_model_path()))  # type: ignore[attr-defined]
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(f"openvino could not import the model: {exc}") from exc
+        shapes = {}
+        for i, spec in enumerate(model.specs_for(request.batch)):
+            dims = [-1 if not isinstance(d, int) else d for d in spec.shape]
+            if i < len(ov_model.inputs):
+                shapes[ov_model.inputs[i]] = ov.PartialShape(dims)
+        try:
+            ov_model.reshape(shapes)
+        except Exception as exc:
+            raise CompilationError(f"openvino could not set input shapes: {exc}") from exc
+        return ov_model
+
+    def _config(self, request: CompileRequest) -> dict[str, str]:
+        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[request.precision],
+                  "PERFORMANCE_HINT": "LATENCY"}
+        if request.threads:
+            config["INFERENCE_NUM_THREADS"] = str(request.threads)
+        config.update({k: str(v) for k, v in dict(request.options.get("config", {})).items()})
+        return config
+
+    def compile(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Import the model, save it as IR in ``workdir``, compile it for the device."""
+        if not module_available("openvino"):
+            raise missing_extra("openvino", "openvino")
+        import openvino as ov
+
+        ov_model = self._convert(model, request)
+        ov.save_model(ov_model, str(workdir / "model.xml"), compress_to_fp16=False)
+        return self.load(model, request, workdir)
+
+    def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
+        """Read the IR from ``workdir`` and compile it."""
+        if not module_available("openvino"):
+            raise missing_extra("openvino", "openvino")
+        import openvino as ov
+
+        device = str(request.options.get("device", "CPU"))
+        try:
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(workdir / "model.xml")), device,
+                                          self._config(request))
+        except Exception as exc:
+            raise CompilationError(f"openvino could not compile for {device}: {exc}") from exc
+        return OvCompiled(compiled, [s.name for s in model.inputs])

@@ -1,0 +1,158 @@
+"""Boost options: one frozen dataclass, validated on creation, read from dicts and YELLOWSTONE_* env.
+
+Precedence, highest first: explicit arguments > server config (model-config.yaml, KServe flags,
+passed through ``from_dict``) > environment (``from_env``) > the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def default_cache_dir() -> Path:
+    """Return ``$YELLOWSTONE_CACHE_DIR``, else ``$XDG_CACHE_HOME/yellowstone`` or ``~/.cache/...``."""
+    if os.environ.get("YELLOWSTONE_CACHE_DIR"):
+        return Path(os.environ["YELLOWSTONE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "yellowstone"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BoostConfig:
+    """Everything that steers a boost.
+
+    Attributes:
+        backends: candidate backends in order of preference; ``("auto",)`` means every
+            registered backend that can run here. ``("native",)`` turns boosting off.
+        precision: ``fp32`` (default), or opt-in ``bf16``/``fp16`` with looser tolerances.
+        batch_sizes: the batch sizes that will be served; validation and benchmarks cover each.
+        dynamic_batch: compile with a dynamic batch dimension where the backend handles it;
+            otherwise one artifact per batch size (a bucket) and requests are padded up.
+        time_budget_s: benchmark time per candidate and batch size.
+        validation_rounds: how many fresh random input sets each candidate is checked on.
+        cache: use the content-addressed cache; ``cache_dir`` says where.
+        max_runtime_failures: after this many failed compiled calls the model stays on native.
+        threads: intra-op threads for backends (0 = all cores available to the process).
+        options: backend-specific options, ``{"openvino": {...}, "tvm": {...}}``.
+    """
+
+    backends: tuple[str, ...] = ("auto",)
+    precision: str = "fp32"
+    batch_sizes: tuple[int, ...] = (1,)
+    dynamic_batch: bool = True
+    time_budget_s: float = 1.0
+    validation_rounds: int = 2
+    cache: bool = True
+    cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    max_runtime_failures: int = 3
+    threads: int = 0
+    options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        backends = self.backends
+        if isinstance(backends, str):
+            backends = tuple(b.strip() for b in backends.split(",") if b.strip())
+        object.__setattr__(self, "backends", tuple(backends) or ("auto",))
+        sizes = self.batch_sizes
+        if isinstance(sizes, int):
+            sizes = (sizes,)
+        elif isinstance(sizes, str):
+            sizes = tuple(int(s) for s in sizes.split(",") if s.strip())
+        object.__setattr__(self, "batch_sizes", tuple(sorted({int(s) for s in sizes})))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ConfigError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
+        if self.time_budget_s <= 0:
+            raise ConfigError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if self.validation_rounds < 1:
+            raise ConfigError("validation_rounds must be at least 1")
+        if self.threads < 0:
+            raise ConfigError("threads must be >= 0")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names accepted by :meth:`from_dict`."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: BoostConfig | None = None) -> BoostConfig:
+        """Build a config from a mapping, over ``base``; unknown keys are rejected by name."""
+        data = {k.replace("-", "_"): v for k, v in dict(data).items()}
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)}; valid options: "
+                f"{', '.join(cls.field_names())}"
+            )
+        if "options" in data and not isinstance(data["options"], Mapping):
+            raise ConfigError("options must be a mapping of backend name to options")
+        for key in ("dynamic_batch", "cache"):
+            if isinstance(data.get(key), str):
+                data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
+        for key, typ in (("time_budget_s", float), ("validation_rounds", int),
+                         ("max_runtime_failures", int), ("threads", int)):
+            if key in data:
+                try:
+                    data[key] = typ(data[key])
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"{key} must be a number, got {data[key]!r}") from exc
+        if base is None:
+            return cls(**data)
+        return dataclasses.replace(base, **data)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BoostConfig:
+        """Build a config from ``YELLOWSTONE_<FIELD>`` variables over the defaults.
+
+        ``YELLOWSTONE_BACKEND=native`` is the kill switch: it wins over everything and turns
+        boosting off (the model runs in its own framework).
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        for name in cls.field_names():
+            value = env.get(f"YELLOWSTONE_{name.upper()}")
+            if value is not None and name != "options":
+                data[name] = value
+        if env.get("YELLOWSTONE_BACKEND"):
+            data["backends"] = env["YELLOWSTONE_BACKEND"]
+        return cls.from_dict(data)
+
+    @property
+    def killed(self) -> bool:
+        """True when boosting is switched off (``native`` only)."""
+        return self.backends == ("native",)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the options that affect compiled artifacts and decisions, JSON-friendly."""
+        return {
+            "backends": list(self.backends), "precision": self.precision,
+            "batch_sizes": list(self.batch_sizes), "dynamic_batch": self.dynamic_batch,
+            "options": {k: dict(v) for k, v in sorted(self.options.items())},
+        }
+
+
+def resolve_config(config: BoostConfig | Mapping[str, Any] | None = None, **overrides: Any) -> BoostConfig:
+    """Merge env < config < explicit keyword overrides; the env kill switch always wins."""
+    base = BoostConfig.from_env()
+    if isinstance(config, BoostConfig):
+        merged = config
+    elif config:
+        merged = BoostConfig.from_dict(config, base=base)
+    else:
+        merged = base
+    if overrides:
+        merged = BoostConfig.from_dict({k: v for k, v in overrides.items() if v is not None},
+                                       base=merged)
+    if os.environ.get("YELLOWSTONE_BACKEND", "").strip() == "native":
+        merged = dataclasses.replace(merged, backends=("native",))
+    return merged

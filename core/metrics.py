@@ -1,0 +1,66 @@
+"""A tiny metrics hook: the core emits counters and timings; plugins forward them to servers.
+
+``add_listener(fn)`` registers ``fn(name, value, unit, labels)``; every emission also updates an
+in-process snapshot (``snapshot()``) that tests and ``BoostedModel.metrics`` read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Listener = Callable[[str, float, str, Mapping[str, str]], None]
+
+# Names every plugin may rely on.
+BACKEND_IN_USE = "yellowstone_backend_in_use"  # gauge: 1 with labels {model, backend}
+COMPILE_SECONDS = "yellowstone_compile_seconds"  # timing of the whole boost (search or load)
+LOAD_SECONDS = "yellowstone_load_seconds"  # timing of a warm start from the cache/artifact
+FALLBACKS = "yellowstone_fallbacks_total"  # counter: labels {model, backend, reason}
+INFERENCE_MS = "yellowstone_inference_ms"  # timing of one boosted call
+
+_lock = threading.Lock()
+_listeners: list[Listener] = []
+_counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+
+def add_listener(fn: Listener) -> None:
+    """Register ``fn`` to receive every metric."""
+    with _lock:
+        _listeners.append(fn)
+
+
+def remove_listener(fn: Listener) -> None:
+    """Unregister a listener added with :func:`add_listener`."""
+    with _lock:
+        if fn in _listeners:
+            _listeners.remove(fn)
+
+
+def emit(name: str, value: float, unit: str = "count", **labels: Any) -> None:
+    """Record one metric value; counters (unit ``count``) accumulate in the snapshot."""
+    str_labels = {k: str(v) for k, v in labels.items()}
+    key = (name, tuple(sorted(str_labels.items())))
+    with _lock:
+        if unit == "count":
+            _counters[key] = _counters.get(key, 0.0) + value
+        else:
+            _counters[key] = value
+        listeners = list(_listeners)
+    for fn in listeners:
+        fn(name, value, unit, str_labels)
+
+
+def snapshot() -> dict[str, float]:
+    """Current values as ``{"name{k=v,...}": value}``."""
+    with _lock:
+        return {name + "{" + ",".join(f"{k}={v}" for k, v in labels) + "}": value
+                for (name, labels), value in _counters.items()}
+
+
+def get(name: str, **labels: Any) -> float:
+    """Sum of a metric over every label set that includes ``labels``."""
+    want = {k: str(v) for k, v in labels.items()}
+    with _lock:
+        return sum(v for (n, lab), v in _counters.items()
+                   if n == name and want.items() <= dict(lab).items())

@@ -1,0 +1,601 @@
+"""Model adapters: take a model as the user has it and give the core one uniform handle.
+
+A :class:`ModelHandle` knows the model's named inputs and outputs, runs it in its own framework
+on numpy feeds (the ``native`` reference), maps a framework-style call to named feeds and back,
+fingerprints the model's content for the cache, and produces the forms backends import
+(an ONNX file, a ``torch.export`` program, a SavedModel directory) once per handle.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequestError, ConfigError, ConversionError, ModelLoadError
+from .spec import TensorSpec, canonical_dtype, random_inputs
+
+logger = logging.getLogger(__name__)
+
+
+def _hash_files(root: Path) -> str:
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        h.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelHandle:
+    """Framework-neutral view of one model. Subclasses exist per framework.
+
+    Attributes:
+        framework: ``torch``, ``tensorflow`` or ``onnx``.
+        kind: finer form, e.g. ``nn.Module``, ``torchscript``, ``exported_program``,
+            ``saved_model``, ``keras``, ``onnx``.
+        inputs: named input specs, in call order; dim 0 is dynamic when ``batched``.
+        output_names: flattened output names, in output order.
+        batched: dim 0 of every input and output is a batch dimension.
+    """
+
+    framework: str = ""
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self.inputs: tuple[TensorSpec, ...] = ()
+        self.output_names: tuple[str, ...] = ()
+        self.batched: bool = False
+        self.example_feeds: dict[str, np.ndarray] = {}
+        self.workdir = Path(tempfile.mkdtemp(prefix="yellowstone-model-"))
+        self._lock = threading.Lock()
+        self._onnx: dict[bool, Path] = {}
+
+    # -- identity -------------------------------------------------------------------------
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the model's content (weights and program), never of its path."""
+        return self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        """A human-readable name for reports."""
+        return getattr(self, "_name", self.kind)
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the model in its own framework on named numpy feeds; return flat outputs."""
+        raise NotImplementedError
+
+    def feeds_from_call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Map a call as the user makes it (positional/keyword, framework tensors) to feeds."""
+        names = [s.name for s in self.inputs]
+        if len(args) == 1 and not kwargs and isinstance(args[0], Mapping):
+            kwargs, args = args[0], ()
+        if len(args) > len(names):
+            raise BadRequestError(f"model takes {len(names)} inputs, got {len(args)}")
+        feeds: dict[str, np.ndarray] = {}
+        for name, value in zip(names, args):
+            feeds[name] = to_numpy(value)
+        for key, value in kwargs.items():
+            if key not in names:
+                raise BadRequestError(f"unknown input {key!r}; inputs are {', '.join(names)}")
+            feeds[key] = to_numpy(value)
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise BadRequestError(f"missing input(s): {', '.join(missing)}")
+        return feeds
+
+    def call_native(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the original object exactly as the user would."""
+        raise NotImplementedError
+
+    def wrap_outputs(self, outputs: list[np.ndarray], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """Turn flat numpy outputs into what the original call returns (types and structure)."""
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Raise BadRequestError when feeds do not match the inputs by name, dtype and rank."""
+        unknown = sorted(set(feeds) - {s.name for s in self.inputs})
+        if unknown:
+            raise BadRequestError(f"unknown input(s) {', '.join(unknown)}; inputs are "
+                                  f"{', '.join(s.name for s in self.inputs)}")
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise BadRequestError(f"missing input {spec.name!r}")
+            spec.check(feeds[spec.name])
+        if self.batched and len({int(feeds[s.name].shape[0]) for s in self.inputs}) > 1:
+            raise BadRequestError("all inputs must have the same batch size (dimension 0)")
+
+    # -- forms backends import ------------------------------------------------------------
+    def onnx_path(self, *, dynamic_batch: bool) -> Path:
+        """Return an ONNX file for this model (converted once per handle and batch mode)."""
+        dynamic_batch = dynamic_batch and self.batched
+        with self._lock:
+            if dynamic_batch not in self._onnx:
+                out = self.workdir / f"model{'-dyn' if dynamic_batch else ''}.onnx"
+                self._onnx[dynamic_batch] = self._to_onnx(out, dynamic_batch=dynamic_batch)
+            return self._onnx[dynamic_batch]
+
+    def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
+        raise ConversionError(f"{self.kind} models cannot be converted to ONNX")
+
+    def specs_for(self, batch: int | None) -> tuple[TensorSpec, ...]:
+        """Input specs with dim 0 fixed to ``batch``, or dynamic when ``batch`` is None."""
+        if not self.batched:
+            return self.inputs
+        return tuple(s.dynamic_batch() if batch is None else s.with_batch(batch)
+                     for s in self.inputs)
+
+    def random_feeds(self, batch: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Fresh random feeds shaped like the example (at ``batch`` when batched)."""
+        return random_inputs(self.inputs, batch=batch if self.batched else None,
+                             like=self.example_feeds, seed=seed)
+
+    # -- shared set-up ---------------------------------------------------------------------
+    def _finish(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> None:
+        """Derive input specs, output names and batchedness from an example run."""
+        self.example_feeds = feeds
+        outputs = self.run(feeds)
+        self.output_names = tuple(output_names) if output_names else tuple(
+            "output" if len(outputs) == 1 else f"output_{i}" for i in range(len(outputs)))
+        dims = {int(a.shape[0]) for a in feeds.values() if a.ndim >= 1}
+        batched = (len(dims) == 1 and all(a.ndim >= 1 for a in feeds.values())
+                   and all(o.ndim >= 1 and o.shape[0] == next(iter(dims)) for o in outputs))
+        if batched:  # dim 0 must really follow the batch: try batch + 1
+            b = next(iter(dims)) + 1
+            try:
+                bigger = self.run(random_inputs(self.inputs, batch=b, like=feeds, seed=0))
+                batched = all(o.shape[0] == b for o in bigger)
+            except Exception as exc:  # noqa: BLE001 - any failure means "not batchable"
+                logger.debug("model does not take batch %d: %s", b, exc)
+                batched = False
+        self.batched = batched
+        if batched:
+            self.inputs = tuple(s.dynamic_batch() for s in self.inputs)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """Convert a numpy array, torch tensor, TF tensor, list or scalar to a numpy array."""
+    if isinstance(value, np.ndarray):
+        return value
+    mod = type(value).__module__
+    if mod.startswith("torch"):
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.numpy()
+    if hasattr(value, "numpy") and callable(value.numpy):
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+# ======================================================================================
+# torch
+# ======================================================================================
+class TorchModel(ModelHandle):
+    """An eager ``nn.Module``, a TorchScript module, or a ``torch.export`` program."""
+
+    framework = "torch"
+
+    def __init__(self, model: Any, example_inputs: Any, *, file_hash: str | None = None,
+                 input_names: Sequence[str] | None = None):
+        super().__init__()
+        import torch
+
+        self._file_hash = file_hash
+        self._exported: dict[bool, Any] = {}
+        if isinstance(model, torch.export.ExportedProgram):
+            self.kind, self.program = "exported_program", model
+            self.module = model.module()
+            names = [s.arg.name for s in model.graph_signature.input_specs
+                     if s.kind == torch.export.graph_signature.InputKind.USER_INPUT]
+            if example_inputs is None:
+                example_inputs = tuple(
+                    torch.randn(*[int(d) for d in node.meta["val"].shape]).to(node.meta["val"].dtype)
+                    for node in model.graph.nodes
+                    if node.op == "placeholder" and node.name in names)
+        elif isinstance(model, torch.jit.ScriptModule):
+            self.kind, self.module, self.program = "torchscript", model, None
+            names = [a.name for a in model.forward.schema.arguments[1:]]
+        elif isinstance(model, torch.nn.Module):
+            self.kind, self.module, self.program = "nn.Module", model, None
+            params = inspect.signature(model.forward).parameters.values()
+            names = [p.name for p in params
+                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        else:
+            raise ModelLoadError(f"not a torch model: {type(model).__name__}")
+        self._name = type(self.module).__name__ if self.kind == "nn.Module" else self.kind
+        if self.kind != "exported_program":
+            self.module.eval()
+        if example_inputs is None:
+            raise ConfigError("torch models need example_inputs (or --input NAME:SHAPE:DTYPE)")
+        if isinstance(example_inputs, Mapping):
+            order = [n for n in names if n in example_inputs] or list(example_inputs)
+            feeds = {n: to_numpy(example_inputs[n]) for n in order}
+        else:
+            if not isinstance(example_inputs, (tuple, list)):
+                example_inputs = (example_inputs,)
+            names = list(input_names or names)
+            if len(names) < len(example_inputs):
+                names += [f"input_{i}" for i in range(len(names), len(example_inputs))]
+            feeds = {n: to_numpy(v) for n, v in zip(names, example_inputs)}
+        self.inputs = tuple(TensorSpec(name=n, shape=a.shape, dtype=canonical_dtype(a.dtype))
+                            for n, a in feeds.items())
+        self._out_spec = None
+        out_names: list[str] = []
+        with torch.inference_mode():
+            out = self.module(*[torch.from_numpy(a) for a in feeds.values()])
+        leaves, self._out_spec = torch.utils._pytree.tree_flatten(out)
+        if isinstance(out, Mapping):
+            out_names = [str(k) for k in out]
+        if len(out_names) != len(leaves):
+            out_names = []
+        self._finish(feeds, out_names)
+
+    def _fingerprint(self) -> str:
+        if self._file_hash:
+            return self._file_hash
+        h = hashlib.sha256(self.kind.encode())
+        if self.kind == "torchscript":
+            h.update(self.module.code.encode())
+        else:
+            cls = type(self.module)
+            h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+            h.update(repr(self.module).encode())
+            try:
+                h.update(inspect.getsource(cls).encode())
+            except (OSError, TypeError):
+                pass
+        state = self.module.state_dict()
+        for key in sorted(state):
+            t = state[key]
+            h.update(key.encode())
+            h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+            h.update(t.detach().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(feeds[s.name]))
+                                for s in self.inputs])
+        leaves = torch.utils._pytree.tree_leaves(out)
+        return [to_numpy(t) for t in leaves]
+
+    def call_native(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(*args, **kwargs)
+
+    def wrap_outputs(self, outputs: list[np.ndarray], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        import torch
+
+        tensors = [torch.from_numpy(o) for o in outputs]
+        return torch.utils._pytree.tree_unflatten(tensors, self._out_spec)
+
+    def exported_program(self, *, dynamic_batch: bool) -> Any:
+        """A ``torch.export`` program with a dynamic batch dim where the model allows it."""
+        import torch
+
+        dynamic_batch = dynamic_batch and self.batched
+        with self._lock:
+            if dynamic_batch in self._exported:
+                return self._exported[dynamic_batch]
+            if self.kind == "torchscript":
+                raise ConversionError("torch.export cannot trace TorchScript modules")
+            if self.program is not None and not dynamic_batch:
+                ep = self.program
+            else:
+                # Export at batch 2: torch.export specialises a size-1 dim to a constant.
+                feeds = self.random_feeds(batch=2 if dynamic_batch else None, seed=1) \
+                    if dynamic_batch else self.example_feeds
+                args = tuple(torch.from_numpy(feeds[s.name]) for s in self.inputs)
+                shapes = None
+                if dynamic_batch:
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    shapes = tuple({0: batch} for _ in self.inputs)
+                module = self.module
+                try:
+                    ep = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+                except Exception as exc:
+                    raise ConversionError(f"torch.export failed: {exc}") from exc
+            self._exported[dynamic_batch] = ep
+            return ep
+
+    def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
+        from .convert import get_conversion
+
+        name = "torch-legacy-onnx" if self.kind == "torchscript" else "torch-dynamo-onnx"
+        return get_conversion(name).convert(self, out, dynamic_batch=dynamic_batch)
+
+
+# ======================================================================================
+# TensorFlow
+# ======================================================================================
+class TensorFlowModel(ModelHandle):
+    """A TF SavedModel signature, or a Keras model (in memory or a ``.keras`` file)."""
+
+    framework = "tensorflow"
+
+    def __init__(self, model: Any, example_inputs: Any = None, *,
+                 signature: str = "serving_default", specs: Sequence[TensorSpec] | None = None):
+        super().__init__()
+        import tensorflow as tf
+
+        self.signature_key = signature
+        self.saved_model_dir: Path | None = None
+        self.keras_model = None
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if path.suffix in (".keras", ".h5"):
+                self.kind = "keras"
+                self.keras_model = tf.keras.models.load_model(path, compile=False)
+                self._content = _hash_files(path)
+            else:
+                self.kind, self.saved_model_dir = "saved_model", path
+                self._content = _hash_files(path)
+        elif isinstance(model, tf.keras.Model):
+            self.kind, self.keras_model, self._content = "keras", model, None
+        else:
+            raise ModelLoadError(f"not a TensorFlow model: {type(model).__name__}")
+        self._name = self.kind
+        self._tls = threading.local()
+        if self.kind == "keras":
+            km = self.keras_model
+            names = [t.name.split(":")[0] for t in km.inputs] if km.inputs else ["input"]
+            self.inputs = tuple(
+                TensorSpec(name=n, shape=tuple(t.shape), dtype=canonical_dtype(t.dtype.name
+                           if hasattr(t.dtype, "name") else t.dtype))
+                for n, t in zip(names, km.inputs))
+            out_names = [t.name.split(":")[0] for t in km.outputs] if len(km.outputs) > 1 else []
+            self._multi_out = len(km.outputs) > 1
+        else:
+            loaded = tf.saved_model.load(str(self.saved_model_dir))
+            if signature not in loaded.signatures:
+                raise ModelLoadError(
+                    f"SavedModel has no signature {signature!r}; it has "
+                    f"{', '.join(loaded.signatures) or 'none'}")
+            self._loaded = loaded
+            fn = loaded.signatures[signature]
+            _, kw = fn.structured_input_signature
+            self.inputs = tuple(TensorSpec(name=n, shape=tuple(s.shape), dtype=s.dtype.name)
+                                for n, s in sorted(kw.items()))
+            out_names = sorted(fn.structured_outputs)
+            self._multi_out = True
+        if specs:
+            self.inputs = tuple(specs)
+        if example_inputs is None:
+            feeds = random_inputs(self.inputs, seed=0)
+        elif isinstance(example_inputs, Mapping):
+            feeds = {k: to_numpy(v) for k, v in example_inputs.items()}
+        else:
+            if not isinstance(example_inputs, (tuple, list)):
+                example_inputs = (example_inputs,)
+            feeds = {s.name: to_numpy(v) for s, v in zip(self.inputs, example_inputs)}
+        self.inputs = tuple(TensorSpec(name=s.name, shape=feeds[s.name].shape, dtype=s.dtype)
+                            for s in self.inputs)
+        self._out_names_hint = out_names
+        self._finish(feeds, out_names)
+
+    def _fingerprint(self) -> str:
+        if self._content:
+            return self._content
+        import json
+
+        h = hashlib.sha256(b"keras")
+        h.update(json.dumps(self.keras_model.get_config(), sort_keys=True, default=str).encode())
+        for w in self.keras_model.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+        return h.hexdigest()
+
+    def _signature_fn(self) -> Any:
+        return self._loaded.signatures[self.signature_key]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        import tensorflow as tf
+
+        if self.kind == "keras":
+            args = [tf.constant(feeds[s.name]) for s in self.inputs]
+            out = self.keras_model(args if len(args) > 1 else args[0], training=False)
+            if isinstance(out, Mapping):
+                return [np.asarray(out[k]) for k in sorted(out)]
+            if isinstance(out, (list, tuple)):
+                return [np.asarray(o) for o in out]
+            return [np.asarray(out)]
+        out = self._signature_fn()(**{s.name: tf.constant(feeds[s.name]) for s in self.inputs})
+        return [np.asarray(out[k]) for k in sorted(out)]
+
+    def call_native(self, *args: Any, **kwargs: Any) -> Any:
+        if self.kind == "keras":
+            return self.keras_model(*args, **kwargs)
+        return self._signature_fn()(*args, **kwargs)
+
+    def wrap_outputs(self, outputs: list[np.ndarray], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        import tensorflow as tf
+
+        tensors = [tf.constant(o) for o in outputs]
+        if self.kind == "saved_model":
+            return dict(zip(self.output_names, tensors))
+        return tensors if self._multi_out else tensors[0]
+
+    def saved_model_path(self) -> Path:
+        """A SavedModel directory for this model (Keras models are exported once)."""
+        with self._lock:
+            if self.saved_model_dir is None:
+                out = self.workdir / "saved_model"
+                try:
+                    self.keras_model.export(str(out), verbose=False)
+                except Exception as exc:
+                    raise ConversionError(f"Keras export to SavedModel failed: {exc}") from exc
+                self.saved_model_dir = out
+                import tensorflow as tf
+
+                self._loaded = tf.saved_model.load(str(out))
+                self.signature_key = "serving_default"
+            return self.saved_model_dir
+
+    def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
+        from .convert import get_conversion
+
+        return get_conversion("tf2onnx").convert(self, out, dynamic_batch=dynamic_batch)
+
+
+# ======================================================================================
+# ONNX
+# ======================================================================================
+class OnnxModel(ModelHandle):
+    """An ONNX file or ``onnx.ModelProto``; ONNX Runtime with graph optimisation off is native."""
+
+    framework = "onnx"
+    kind = "onnx"
+
+    def __init__(self, model: Any, example_inputs: Any = None):
+        super().__init__()
+        import onnx
+
+        if isinstance(model, (str, os.PathLike)):
+            self.path = Path(model)
+            try:
+                proto = onnx.load(str(self.path), load_external_data=False)
+            except Exception as exc:
+                raise ModelLoadError(f"cannot read ONNX file {self.path}: {exc}") from exc
+            self._content = _hash_files(self.path)
+        else:
+            proto = model
+            self.path = self.workdir / "model.onnx"
+            onnx.save(proto, str(self.path))
+            self._content = hashlib.sha256(proto.SerializeToString()).hexdigest()
+        self._name = self.path.stem
+        init = {i.name for i in proto.graph.initializer}
+        specs = []
+        for vi in proto.graph.input:
+            if vi.name in init:
+                continue
+            tt = vi.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                         for d in tt.shape.dim)
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+            specs.append(TensorSpec(name=vi.name, shape=dims, dtype=canonical_dtype(dtype)))
+        self.inputs = tuple(specs)
+        self._session = None
+        if example_inputs is None:
+            feeds = random_inputs(self.inputs, seed=0)
+        elif isinstance(example_inputs, Mapping):
+            feeds = {k: to_numpy(v) for k, v in example_inputs.items()}
+        else:
+            if not isinstance(example_inputs, (tuple, list)):
+                example_inputs = (example_inputs,)
+            feeds = {s.name: to_numpy(v) for s, v in zip(self.inputs, example_inputs)}
+        self.inputs = tuple(TensorSpec(name=s.name, shape=feeds[s.name].shape, dtype=s.dtype)
+                            for s in self.inputs)
+        self._finish(feeds, [o.name for o in proto.graph.output])
+
+    def _fingerprint(self) -> str:
+        return self._content
+
+    def _reference_session(self) -> Any:
+        if self._session is None:
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise ModelLoadError("running ONNX models needs `yellowstone[onnxruntime]`") from exc
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self._session = ort.InferenceSession(str(self.path), opts,
+                                                 providers=["CPUExecutionProvider"])
+        return self._session
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self._reference_session().run(None, {s.name: feeds[s.name] for s in self.inputs}))
+
+    def call_native(self, *args: Any, **kwargs: Any) -> Any:
+        outs = self.run(self.feeds_from_call(args, kwargs))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
+        return self.path
+
+
+# ======================================================================================
+def load_model(model: Any, example_inputs: Any = None, *,
+               input_specs: Sequence[TensorSpec] | None = None,
+               signature: str = "serving_default") -> ModelHandle:
+    """Wrap ``model`` (an object or a path) in the right :class:`ModelHandle`.
+
+    Paths: ``*.onnx``; ``*.pt2`` (``torch.export``); ``*.pt``/``*.pth``/``*.ts`` (TorchScript);
+    ``*.keras``; a directory holding ``saved_model.pb``.
+    """
+    if input_specs and example_inputs is None:
+        example_inputs = {s.name: a for s, a in
+                          zip(input_specs, random_inputs(input_specs, seed=0).values())}
+    names = [s.name for s in input_specs] if input_specs else None
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise ModelLoadError(f"model path does not exist: {path}")
+        if path.is_dir():
+            if (path / "saved_model.pb").exists():
+                return TensorFlowModel(path, example_inputs, signature=signature,
+                                       specs=input_specs)
+            raise ModelLoadError(f"{path} is a directory without saved_model.pb")
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            return OnnxModel(path, example_inputs)
+        if suffix in (".keras", ".h5"):
+            return TensorFlowModel(path, example_inputs, specs=input_specs)
+        if suffix in (".pt2", ".pt", ".pth", ".ts", ".torchscript"):
+            import torch
+
+            file_hash = _hash_files(path)
+            try:
+                if suffix == ".pt2":
+                    obj = torch.export.load(str(path))
+                else:
+                    obj = torch.jit.load(str(path), map_location="cpu")
+            except Exception as exc:
+                raise ModelLoadError(f"cannot load {path} as {'torch.export' if suffix == '.pt2' else 'TorchScript'}: {exc}") from exc
+            return TorchModel(obj, example_inputs, file_hash=file_hash, input_names=names)
+        raise ModelLoadError(f"unknown model format {suffix!r} for {path}")
+    mod = type(model).__module__
+    if mod.startswith("torch") or _is_torch_module(model):
+        return TorchModel(model, example_inputs, input_names=names)
+    if mod.startswith(("keras", "tensorflow", "tf_keras")) or _is_keras(model):
+        return TensorFlowModel(model, example_inputs, specs=input_specs)
+    if mod.startswith("onnx"):
+        return OnnxModel(model, example_inputs)
+    raise ModelLoadError(f"unsupported model type {type(model).__module__}.{type(model).__name__}")
+
+
+def _is_torch_module(model: Any) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch) and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+
+
+def _is_keras(model: Any) -> bool:
+    import sys
+
+    keras = sys.modules.get("keras")
+    return bool(keras) and isinstance(model, keras.Model)

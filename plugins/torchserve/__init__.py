@@ -1,0 +1,1 @@
+"""Yellowstone plugin for torchserve."""
