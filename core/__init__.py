@@ -18,14 +18,14 @@ __all__ = ["boost", "compile", "BoostedModel", "BoostConfig", "Report", "TensorS
            "doctor", "load_model", "errors", "metrics", "__version__"]
 
 if TYPE_CHECKING:
-    from .boost import BoostedModel, boost
+    from .engine import BoostedModel, boost
     from .config import BoostConfig
     from .model import load_model
     from .report import Report
     from .spec import TensorSpec
 
 _LAZY = {
-    "boost": ("boost", "boost"), "BoostedModel": ("boost", "BoostedModel"),
+    "boost": ("engine", "boost"), "BoostedModel": ("engine", "BoostedModel"),
     "BoostConfig": ("config", "BoostConfig"), "Report": ("report", "Report"),
     "TensorSpec": ("spec", "TensorSpec"), "load_model": ("model", "load_model"),
 }
@@ -46,7 +46,7 @@ def __getattr__(name: str) -> Any:
 
 def compile(model: Any, example_inputs: Any = None, *, out: str | None = None, **kwargs: Any) -> Any:  # noqa: A001
     """Boost ``model`` and, with ``out``, write the portable artifact directory there."""
-    from .boost import boost as _boost
+    from .engine import boost as _boost
 
     boosted = _boost(model, example_inputs, **kwargs)
     if out:

@@ -59,7 +59,7 @@ class ModelHandle:
         self.batched: bool = False
         self.example_feeds: dict[str, np.ndarray] = {}
         self.workdir = Path(tempfile.mkdtemp(prefix="yellowstone-model-"))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # onnx_path -> exported_program nests
         self._onnx: dict[bool, Path] = {}
 
     # -- identity -------------------------------------------------------------------------

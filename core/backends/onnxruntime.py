@@ -48,7 +48,8 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         providers = ort.get_available_providers()
-        devices = tuple(p.removesuffix("ExecutionProvider").lower() for p in providers)
+        devices = tuple(p.removesuffix("ExecutionProvider").lower() for p in providers
+                        if p != "AzureExecutionProvider")
         return Availability(name=self.name, available=True, version=self.version(),
                             devices=devices)
 

@@ -104,9 +104,10 @@ class TvmBackend:
                                             unwrap_unit_return_tuple=True)
                 if request.batch is not None and model.batched:
                     # Specialise the symbolic batch dim to this bucket.
-                    first = mod["main"].params[0].struct_info.shape[0]
-                    if not isinstance(first, int) and hasattr(first, "name"):
-                        mod = relax.transform.BindSymbolicVars({first.name: request.batch})(mod)
+                    # Symbolic vars are defined in parameter order: dim 0 of input 0 first.
+                    sym = relax.analysis.defined_symbolic_vars(mod["main"])
+                    if sym:
+                        mod = relax.transform.BindSymbolicVars({sym[0].name: request.batch})(mod)
                 return mod
             import onnx
             from tvm.relax.frontend.onnx import from_onnx
