@@ -18,8 +18,8 @@ __all__ = ["boost", "compile", "BoostedModel", "BoostConfig", "Report", "TensorS
            "doctor", "load_model", "errors", "metrics", "__version__"]
 
 if TYPE_CHECKING:
-    from .engine import BoostedModel, boost
     from .config import BoostConfig
+    from .engine import BoostedModel, boost
     from .model import load_model
     from .report import Report
     from .spec import TensorSpec

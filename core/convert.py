@@ -70,6 +70,8 @@ def _torch_dynamo_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Pa
         output_names=list(model.output_names), opset_version=ONNX_OPSET,
         optimize=True, verbose=False,
     )
+    if onnx_program is None:
+        raise ConversionError("torch.onnx.export returned no program")
     onnx_program.save(str(out))
     return out
 

@@ -9,6 +9,7 @@ checked once against the framework, and serves.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from . import __version__, metrics
-from .backends import CompiledModel, CompileRequest, get_backend, backend_names
+from .backends import CompiledModel, CompileRequest, backend_names, get_backend
 from .bench import measure
 from .cache import ArtifactCache, make_key, verify_manifest, write_manifest
 from .config import BoostConfig, resolve_config
-from .errors import (BadRequestError, CacheError, ConfigError, ValidationError,
-                     YellowstoneError)
+from .errors import BadRequestError, CacheError, ConfigError, ValidationError, YellowstoneError
 from .hardware import detect
 from .model import ModelHandle, load_model
 from .report import Candidate, Report
@@ -138,7 +138,7 @@ class BoostedModel:
             dst = out / "artifacts" / ("dynamic" if bucket is None else f"b{bucket}")
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("MANIFEST.json"))
         backend = self.report.chosen
-        meta = {
+        meta: dict[str, Any] = {
             "format": ARTIFACT_FORMAT, "yellowstone": __version__, "backend": backend,
             "backend_version": get_backend(backend).version(),
             "model_fingerprint": self.handle.fingerprint, "hardware": detect().fingerprint,
@@ -299,7 +299,8 @@ def _compile_buckets(handle: ModelHandle, name: str, buckets: Sequence[int | Non
     return compiled, dirs, all_hit
 
 
-def _run_buckets(compiled: Buckets, feeds: Mapping[str, np.ndarray], batched: bool) -> list[np.ndarray]:
+def _run_buckets(compiled: Buckets, feeds: Mapping[str, np.ndarray],
+                 batched: bool) -> list[np.ndarray]:
     """Run on the dynamic artifact, or pad up to the nearest bucket (chunks past the largest)."""
     if None in compiled or not batched:
         return next(iter(compiled.values())).run(feeds)
@@ -355,7 +356,7 @@ def _bench(cand: Candidate, run: Callable[[dict], object], handle: ModelHandle,
            sizes: Sequence[int | None], budget: float) -> None:
     for b in sizes:
         feeds = handle.random_feeds(batch=b, seed=7)
-        t = measure(lambda feeds=feeds: run(feeds), budget_s=budget)
+        t = measure(functools.partial(run, feeds), budget_s=budget)
         cand.latency_ms[b or _example_batch(handle)] = {"p50_ms": round(t.p50_ms, 4),
                                                         "p90_ms": round(t.p90_ms, 4),
                                                         "iters": t.iters}
@@ -401,17 +402,17 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
             say(f"[{i}/{len(names)}] {name}: compiling"
                 + (f" buckets {cand.buckets}" if cand.buckets else " (dynamic batch)"))
             t0 = time.perf_counter()
-            compiled, dirs, hit = _compile_buckets(handle, name, buckets, cfg, cache)
+            built_now, dirs_now, hit = _compile_buckets(handle, name, buckets, cfg, cache)
             cand.compile_s = round(time.perf_counter() - t0, 3)
             cand.cache = "hit" if hit else "miss"
             say(f"[{i}/{len(names)}] {name}: validating ({len(sets)} input sets)")
-            errors = _validate(name, handle, compiled, cfg.precision, sets)
+            errors = _validate(name, handle, built_now, cfg.precision, sets)
             _record_errors(cand, errors)
             say(f"[{i}/{len(names)}] {name}: benchmarking")
-            _bench(cand, lambda f, c=compiled: _run_buckets(c, f, handle.batched), handle, sizes,
-                   cfg.time_budget_s)
+            _bench(cand, functools.partial(_run_buckets, built_now, batched=handle.batched),
+                   handle, sizes, cfg.time_budget_s)
             cand.status = "ok"
-            built[name] = (compiled, dirs)
+            built[name] = (built_now, dirs_now)
             say(f"[{i}/{len(names)}] {name}: ok, p50 {cand.p50_ms:.2f} ms "
                 f"(native {native.p50_ms:.2f} ms)")
         except ValidationError as exc:
@@ -444,7 +445,10 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
                            c.reason.splitlines()[0][:300] if c.reason else "")
     if native.p50_ms and best.p50_ms:
         report.speedup = round(native.p50_ms / best.p50_ms, 3)
-    compiled, dirs = built.get(best.backend, (None, {}))
+    compiled: Buckets | None = None
+    dirs: dict[int | None, Path] = {}
+    if best.backend in built:
+        compiled, dirs = built[best.backend]
     report.cache = "hit" if best.cache == "hit" else "miss"
     return _finish(handle, compiled, report, cfg, started, dirs)
 

@@ -201,6 +201,10 @@ class TorchModel(ModelHandle):
 
         self._file_hash = file_hash
         self._exported: dict[bool, Any] = {}
+        self.module: Any = None
+        self.program: Any = None
+        self._out_spec: Any = None
+        names: list[str]
         if isinstance(model, torch.export.ExportedProgram):
             self.kind, self.program = "exported_program", model
             self.module = model.module()
@@ -213,7 +217,7 @@ class TorchModel(ModelHandle):
                     if node.op == "placeholder" and node.name in names)
         elif isinstance(model, torch.jit.ScriptModule):
             self.kind, self.module, self.program = "torchscript", model, None
-            names = [a.name for a in model.forward.schema.arguments[1:]]
+            names = [a.name for a in model.forward.schema.arguments[1:]]  # type: ignore[attr-defined]
         elif isinstance(model, torch.nn.Module):
             self.kind, self.module, self.program = "nn.Module", model, None
             params = inspect.signature(model.forward).parameters.values()
@@ -238,7 +242,6 @@ class TorchModel(ModelHandle):
             feeds = {n: to_numpy(v) for n, v in zip(names, example_inputs)}
         self.inputs = tuple(TensorSpec(name=n, shape=a.shape, dtype=canonical_dtype(a.dtype))
                             for n, a in feeds.items())
-        self._out_spec = None
         out_names: list[str] = []
         with torch.inference_mode():
             out = self.module(*[torch.from_numpy(a) for a in feeds.values()])
@@ -342,8 +345,9 @@ class TensorFlowModel(ModelHandle):
         import tensorflow as tf
 
         self.signature_key = signature
+        self._content: str | None = None
         self.saved_model_dir: Path | None = None
-        self.keras_model = None
+        self.keras_model: Any = None
         if isinstance(model, (str, os.PathLike)):
             path = Path(model)
             if path.suffix in (".keras", ".h5"):
@@ -574,7 +578,8 @@ def load_model(model: Any, example_inputs: Any = None, *,
                 else:
                     obj = torch.jit.load(str(path), map_location="cpu")
             except Exception as exc:
-                raise ModelLoadError(f"cannot load {path} as {'torch.export' if suffix == '.pt2' else 'TorchScript'}: {exc}") from exc
+                form = "torch.export" if suffix == ".pt2" else "TorchScript"
+                raise ModelLoadError(f"cannot load {path} as {form}: {exc}") from exc
             return TorchModel(obj, example_inputs, file_hash=file_hash, input_names=names)
         raise ModelLoadError(f"unknown model format {suffix!r} for {path}")
     mod = type(model).__module__
@@ -590,12 +595,12 @@ def load_model(model: Any, example_inputs: Any = None, *,
 def _is_torch_module(model: Any) -> bool:
     import sys
 
-    torch = sys.modules.get("torch")
-    return bool(torch) and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+    torch: Any = sys.modules.get("torch")
+    return torch is not None and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
 
 
 def _is_keras(model: Any) -> bool:
     import sys
 
-    keras = sys.modules.get("keras")
-    return bool(keras) and isinstance(model, keras.Model)
+    keras: Any = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)

@@ -88,7 +88,8 @@ class TvmBackend:
 
         device = str(request.options.get("device", "cuda" if tvm.cuda().exist else "cpu"))
         if device == "cuda":
-            return tvm.target.Target({"kind": "cuda", "arch": "sm_" + tvm.cuda().compute_version.replace(".", "")}), device
+            arch = "sm_" + tvm.cuda().compute_version.replace(".", "")
+            return tvm.target.Target({"kind": "cuda", "arch": arch}), device
         return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
                                   "num-cores": request.threads or 0}), device
 
