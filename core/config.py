@@ -40,7 +40,10 @@ class BoostConfig:
         validation_rounds: how many fresh random input sets each candidate is checked on.
         cache: use the content-addressed cache; ``cache_dir`` says where.
         max_runtime_failures: after this many failed compiled calls the model stays on native.
-        threads: intra-op threads for backends (0 = all cores available to the process).
+        threads: intra-op threads for backends (0 = derive from ``workers``).
+        workers: server worker processes sharing this host's cores (TorchServe workers, KServe
+            replicas per node). With ``threads=0`` each backend gets ``cores // workers``
+            threads, so N workers do not oversubscribe the cores.
         options: backend-specific options, ``{"openvino": {...}, "tvm": {...}}``.
     """
 
@@ -54,6 +57,7 @@ class BoostConfig:
     cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
     max_runtime_failures: int = 3
     threads: int = 0
+    workers: int = 1
     options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +82,8 @@ class BoostConfig:
             raise ConfigError("validation_rounds must be at least 1")
         if self.threads < 0:
             raise ConfigError("threads must be >= 0")
+        if self.workers < 1:
+            raise ConfigError("workers must be >= 1")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -100,7 +106,7 @@ class BoostConfig:
             if isinstance(data.get(key), str):
                 data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
         for key, typ in (("time_budget_s", float), ("validation_rounds", int),
-                         ("max_runtime_failures", int), ("threads", int)):
+                         ("max_runtime_failures", int), ("threads", int), ("workers", int)):
             if key in data:
                 try:
                     data[key] = typ(data[key])
@@ -126,6 +132,17 @@ class BoostConfig:
         if env.get("YELLOWSTONE_BACKEND"):
             data["backends"] = env["YELLOWSTONE_BACKEND"]
         return cls.from_dict(data)
+
+    @property
+    def effective_threads(self) -> int:
+        """Threads per backend: ``threads``, else cores // workers (0 = backend default)."""
+        if self.threads:
+            return self.threads
+        if self.workers > 1:
+            from .hardware import available_cores
+
+            return max(1, available_cores() // self.workers)
+        return 0
 
     @property
     def killed(self) -> bool:

@@ -262,12 +262,12 @@ def _artifact_key(handle: ModelHandle, backend: str, bucket: int | None, cfg: Bo
     return make_key(kind="artifact", model=handle.fingerprint, backend=backend,
                     backend_version=b.version(), hardware=detect().fingerprint,
                     inputs=[s.to_dict() for s in handle.specs_for(bucket)],
-                    precision=cfg.precision, threads=cfg.threads,
+                    precision=cfg.precision, threads=cfg.effective_threads,
                     options=dict(cfg.options.get(backend, {})), yellowstone=__version__)
 
 
 def _request(backend: str, bucket: int | None, cfg: BoostConfig) -> CompileRequest:
-    return CompileRequest(batch=bucket, precision=cfg.precision, threads=cfg.threads,
+    return CompileRequest(batch=bucket, precision=cfg.precision, threads=cfg.effective_threads,
                           options=dict(cfg.options.get(backend, {})))
 
 

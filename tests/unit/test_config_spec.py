@@ -84,3 +84,15 @@ def test_import_is_cheap_and_quiet():
             "'openvino', 'onnxruntime') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]" and out.stderr == ""
+
+
+def test_workers_split_the_cores(monkeypatch):
+    import yellowstone.hardware as hw
+
+    monkeypatch.setattr(hw, "available_cores", lambda: 8)
+    assert BoostConfig(workers=4).effective_threads == 2
+    assert BoostConfig(workers=16).effective_threads == 1
+    assert BoostConfig(workers=4, threads=3).effective_threads == 3
+    assert BoostConfig().effective_threads == 0  # one worker: the backend's own default
+    with pytest.raises(ConfigError):
+        BoostConfig(workers=0)
