@@ -53,12 +53,25 @@ def resnet50(batch: int = 1):
 
 
 def mobilenet_v3(batch: int = 1):
-    """torchvision MobileNetV3-Large, random weights."""
+    """torchvision MobileNetV3-Large, random weights drawn so its outputs carry signal.
+
+    With torchvision's own initialisation (conv fan-out, classifier std 0.01, zero biases) a
+    random MobileNetV3 outputs logits of about 1e-10, against which any backend "validates".
+    Fan-in initialisation and non-trivial BatchNorm affine parameters give logits of order 10.
+    """
     import torchvision
 
     torch.manual_seed(0)
-    return (torchvision.models.mobilenet_v3_large(weights=None).eval(),
-            (torch.rand(batch, 3, 224, 224),))
+    model = torchvision.models.mobilenet_v3_large(weights=None).eval()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(mod.weight, 0.8, 1.2)
+            torch.nn.init.uniform_(mod.bias, -0.1, 0.1)
+        elif isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(mod.weight, mode="fan_in")
+            if isinstance(mod, torch.nn.Linear):
+                torch.nn.init.uniform_(mod.bias, -0.1, 0.1)
+    return model, (torch.rand(batch, 3, 224, 224),)
 
 
 MODELS = {"resnet50": resnet50, "mobilenet_v3": mobilenet_v3,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, metrics
-from .backends import CompiledModel, CompileRequest, backend_names, get_backend
+from .backends import AUTO_EXCLUDED, CompiledModel, CompileRequest, backend_names, get_backend
 from .bench import measure
 from .cache import ArtifactCache, make_key, verify_manifest, write_manifest
 from .config import BoostConfig, resolve_config
@@ -33,7 +33,7 @@ from .hardware import detect
 from .model import ModelHandle, load_model
 from .report import Candidate, Report
 from .spec import TensorSpec
-from .validate import OutputError, compare, raise_if_mismatched
+from .validate import OutputError, compare, raise_if_mismatched, weak_references
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _example_batch(handle: ModelHandle) -> int:
 
 def _candidate_names(cfg: BoostConfig) -> list[str]:
     if cfg.backends == ("auto",):
-        return [n for n in backend_names() if n != "native"]
+        return [n for n in backend_names() if n != "native"]  # AUTO_EXCLUDED ones are reported
     unknown = [n for n in cfg.backends if n not in backend_names()]
     if unknown:
         raise ConfigError(f"unknown backend(s) {', '.join(unknown)}; known: "
@@ -378,6 +378,9 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
     say(f"{handle.name}: reference run on native at batch sizes "
         f"{', '.join(str(b) for b in report.batch_sizes)}")
     sets = _validation_sets(handle, cfg, sizes, samples)
+    report.warnings = weak_references(handle.output_names, sets[0][2])
+    for warning in report.warnings:
+        logger.warning("%s: %s", handle.name, warning)
     native = Candidate(backend="native", status="ok", version=get_backend("native").version())
     _bench(native, handle.run, handle, sizes, cfg.time_budget_s)
     report.candidates = [native]
@@ -386,6 +389,9 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
         cand = Candidate(backend=name)
         report.candidates.append(cand)
         try:
+            if cfg.backends == ("auto",) and name in AUTO_EXCLUDED:
+                cand.status, cand.reason = "unavailable", AUTO_EXCLUDED[name]
+                continue
             backend = get_backend(name)
             avail = backend.probe()
             cand.version = avail.version

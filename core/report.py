@@ -54,6 +54,7 @@ class Report:
     outputs: list[str] = dataclasses.field(default_factory=list)
     candidates: list[Candidate] = dataclasses.field(default_factory=list)
     fallback_reason: str = ""
+    warnings: list[str] = dataclasses.field(default_factory=list)
     speedup: float | None = None  # native p50 / chosen p50 at the first batch size
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,7 +108,8 @@ class Report:
             summary += f", {self.speedup:.2f}x native at batch {sizes[0]}"
         if self.fallback_reason:
             summary += f"; fallback: {self.fallback_reason}"
-        return "\n".join([summary, *lines])
+        notes = [f"warning: {w}" for w in self.warnings]
+        return "\n".join([summary, *notes, *lines])
 
     def __str__(self) -> str:
         return self.table()

@@ -196,3 +196,21 @@ def _tmp(model):
     d = model.workdir / "t"
     d.mkdir(exist_ok=True)
     return d
+
+
+def test_degenerate_reference_is_flagged(fakes):
+    model = NumpyModel()
+    model.w2[:] = 0.0  # y is identically zero: any backend would "match" it
+    boosted = yellowstone.boost(model, backends="fast", **FAST)
+    assert len(boosted.report.warnings) == 1 and "'y'" in boosted.report.warnings[0]
+    assert "warning:" in boosted.report.table()
+
+
+def test_auto_leaves_out_excluded_backends_with_the_reason(fakes, monkeypatch):
+    import yellowstone.engine as engine
+
+    monkeypatch.setattr(engine, "backend_names", lambda: ["native", "fast", "tvm"])
+    rep = yellowstone.boost(NumpyModel(), backends="auto", **FAST).report
+    tvm = rep.candidate("tvm")
+    assert tvm.status == "unavailable" and "left out of auto" in tvm.reason
+    assert rep.chosen == "fast"
