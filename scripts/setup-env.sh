@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Create or refresh .venv at the repository root with everything the demo and the tests need.
-# The environment is rebuilt only when constraints.txt, pyproject.toml or setup.py change
-# (their hash is stamped into .venv). Every install goes through constraints.txt, which pins
+# The environment is rebuilt only when constraints.txt, pyproject.toml, setup.py or the shim's
+# C sources change (their hash is stamped into .venv; the editable install builds the C code). Every install goes through constraints.txt, which pins
 # torch: an unpinned torch would pull a multi-GB build.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="$root/.venv"
 stamp_file="$venv/.yellowstone-stamp"
-stamp="$(cat constraints.txt pyproject.toml setup.py 2>/dev/null | sha256sum | cut -c1-16)"
+stamp="$(cat constraints.txt pyproject.toml setup.py plugins/tfserving/csrc/* | sha256sum | cut -c1-16)"
 
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
   exit 0

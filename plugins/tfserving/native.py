@@ -1,0 +1,187 @@
+"""Find and load the shim's native parts: the CPython binding, the preload library, OpenVINO's C API.
+
+``pip install`` builds both shared objects (see setup.py). Where they are missing (a source tree
+without a build), :func:`build` compiles them with the system C compiler into a cache directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib
+import importlib.util
+import logging
+import os
+import subprocess
+import sysconfig
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from yellowstone.errors import BackendUnavailableError, BadRequestError
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+CSRC = HERE / "csrc"
+PRELOAD_NAME = "libysshim.so"
+
+
+def _build_dir() -> Path:
+    root = os.environ.get("YELLOWSTONE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "yellowstone"
+    )
+    return Path(root) / "tfserving-native" / sysconfig.get_config_var("SOABI")
+
+
+def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Compile ``_ysshim`` and ``libysshim.so`` with ``cc`` into ``out_dir`` and return it."""
+    out = Path(out_dir) if out_dir else _build_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    cc = os.environ.get("CC", "cc")
+    flags = ["-O2", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall"]
+    ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    jobs = [
+        [
+            cc,
+            *flags,
+            f"-I{sysconfig.get_paths()['include']}",
+            "-o",
+            str(out / f"_ysshim{ext}"),
+            str(CSRC / "ys_shim.c"),
+            str(CSRC / "ys_pymodule.c"),
+            "-ldl",
+            "-lpthread",
+        ],
+        [
+            cc,
+            *flags,
+            "-o",
+            str(out / PRELOAD_NAME),
+            str(CSRC / "ys_shim.c"),
+            str(CSRC / "ys_interpose.c"),
+            f"-Wl,--version-script={CSRC / 'ys_shim.map'}",
+            "-ldl",
+            "-lpthread",
+        ],
+    ]
+    for cmd in jobs:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BackendUnavailableError(f"building the shim failed: {' '.join(cmd)}\n{proc.stderr}")
+    return out
+
+
+@functools.cache
+def binding() -> ModuleType:
+    """The ``_ysshim`` extension module (built by pip, else compiled here once)."""
+    try:
+        return importlib.import_module("yellowstone.plugins.tfserving._ysshim")
+    except ImportError:
+        logger.info("the shim binding is not built; compiling it with the C compiler")
+    out = build()
+    path = next(iter(glob.glob(str(out / "_ysshim*.so"))))
+    spec = importlib.util.spec_from_file_location("yellowstone.plugins.tfserving._ysshim", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def preload_library() -> Path:
+    """Path of ``libysshim.so`` for ``LD_PRELOAD`` (built next to this file by pip, else here)."""
+    path = HERE / PRELOAD_NAME
+    if path.exists():
+        return path
+    path = _build_dir() / PRELOAD_NAME
+    if not path.exists():
+        build()
+    return path
+
+
+@functools.cache
+def openvino_c_library() -> str:
+    """Absolute path of OpenVINO's C library in the installed wheel (versioned name only)."""
+    env = os.environ.get("YS_OPENVINO_C_LIB")
+    if env:
+        return env
+    spec = importlib.util.find_spec("openvino")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError("openvino is not installed; install `yellowstone[openvino]`")
+    for loc in spec.submodule_search_locations:
+        found = sorted(glob.glob(os.path.join(loc, "libs", "libopenvino_c.so*")))
+        if found:
+            return found[-1]
+    raise BackendUnavailableError("the openvino wheel has no libopenvino_c.so* (C API)")
+
+
+@functools.cache
+def runtime() -> Any:
+    """The process's one shim runtime (OpenVINO's C library loaded once)."""
+    return binding().Runtime(openvino_c_library())
+
+
+class ShimModel:
+    """A boosted signature served by the C shim: numpy in, numpy out, no Python in inference.
+
+    Attributes:
+        signature: the SavedModel signature key this model serves.
+        inputs / outputs: ``(name, tensor_name, dtype, shape)`` tuples in run order.
+    """
+
+    def __init__(self, artifact_dir: str | os.PathLike[str], *, device: str = "CPU", threads: int = 0):
+        self._model = binding().Model(runtime(), str(artifact_dir), device, threads)
+        self.artifact_dir = Path(artifact_dir)
+        self.signature: str = self._model.signature
+        self.inputs: list[tuple[str, str, str, tuple[int, ...]]] = self._model.inputs
+        self.outputs: list[tuple[str, str, str, tuple[int, ...]]] = self._model.outputs
+        self.input_names = [i[0] for i in self.inputs]
+        self.output_names = [o[0] for o in self.outputs]
+        batched_in = all(len(s) >= 1 and s[0] == -1 for _, _, _, s in self.inputs)
+        # Output shapes known up front (dim 0 follows the batch) are preallocated; others are
+        # allocated by the shim's callback once it knows them.
+        self._out_plan = [(np.dtype(dt), shape) for _, _, dt, shape in self.outputs]
+        self._batched = batched_in
+
+    def _planned(self, feeds: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        bufs: list[np.ndarray | None] = []
+        batch = int(feeds[0].shape[0]) if self._batched and feeds and feeds[0].ndim else None
+        for dtype, shape in self._out_plan:
+            dims = list(shape)
+            if dims and dims[0] == -1 and batch is not None:
+                dims[0] = batch
+            bufs.append(np.empty(dims, dtype) if all(d >= 0 for d in dims) else None)
+        return bufs
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on named feeds (exactly the signature's inputs); return outputs by name."""
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = sorted(set(feeds) - set(self.input_names))
+        if missing or extra:
+            raise BadRequestError(
+                f"inputs {sorted(feeds)} do not match the signature's {sorted(self.input_names)}"
+            )
+        arrays = [np.ascontiguousarray(feeds[n]) for n in self.input_names]
+        outs = self._planned(arrays)
+        allocated: dict[int, np.ndarray] = {}
+
+        def alloc(index: int, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+            allocated[index] = np.empty(shape, dtype)
+            return allocated[index]
+
+        shapes = self._model.run(arrays, outs, alloc)
+        result = {}
+        for i, (name, shape) in enumerate(zip(self.output_names, shapes)):
+            arr = allocated.get(i, outs[i])
+            assert arr is not None
+            if arr.shape != tuple(shape):  # preallocated larger than needed
+                arr = arr.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+            result[name] = arr
+        return result
+
+    def close(self) -> None:
+        """Free the compiled model."""
+        self._model.close()
