@@ -1,0 +1,163 @@
+"""TorchServe: stock image_classifier vs the yellowstone boost handler, same model, over HTTP.
+
+    python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80]
+
+Starts TorchServe twice, one after the other (stock handler, then boost handler), serving the
+same torchvision model (random weights) through the built-in image_classifier; sends JPEGs made
+with PIL at concurrency 1 and 4 and reports p50/p99 latency and throughput, with boost/stock
+ratios. Writes benchmarks/results/torchserve_<arch>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "torchserve"))
+
+from run_example import build_archive, make_jpeg  # noqa: E402
+from serve import Server  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
+    """Send ``n`` requests with ``concurrency`` client threads; latency in ms."""
+    sessions = [requests.Session() for _ in range(concurrency)]
+
+    def one(i: int) -> float:
+        s = sessions[i % concurrency]
+        t0 = time.perf_counter()
+        r = s.post(url, data=images[i % len(images)], timeout=300)
+        r.raise_for_status()
+        return (time.perf_counter() - t0) * 1e3
+
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(concurrency) as pool:
+        lat = list(pool.map(one, range(n)))
+    wall = time.perf_counter() - t0
+    return {"concurrency": concurrency, "requests": n, "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(percentile(lat, 99), 2), "throughput_rps": round(n / wall, 2)}
+
+
+def run_server(name: str, work: Path, images: list[bytes], n: int, workers: int) -> dict:
+    server = Server(work / f"server-{name}", work / "store", f"{name}={name}.mar",
+                    env={"YELLOWSTONE_CACHE_DIR": str(work / "cache")})
+    try:
+        t0 = time.perf_counter()
+        server.wait_model(name)
+        ready_s = time.perf_counter() - t0
+        if workers > 1:
+            requests.put(f"{server.management}/models/{name}",
+                         params={"min_worker": workers, "synchronous": "true"}, timeout=600)
+        url = f"{server.url}/predictions/{name}"
+        answers = [requests.post(url, data=img, timeout=300).json() for img in images[:4]]
+        for img in images * 2:  # warm-up
+            requests.post(url, data=img, timeout=300)
+        runs = [load(url, images, c, n) for c in (1, 4)]
+        info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
+                            timeout=60).json()[0]
+        meta = info.get("customizedMetadata")
+        meta = json.loads(meta) if isinstance(meta, str) else meta
+        backend = (meta or {}).get("yellowstone", {}).get("backend", "torch (stock)")
+        return {"handler": name, "backend": backend, "ready_s": round(ready_s, 1),
+                "runs": runs, "answers": answers}
+    finally:
+        server.stop()
+
+
+def compare_answers(a: list[dict], b: list[dict]) -> float:
+    """Largest probability difference over the shared top-5 labels (inf when labels differ)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if set(x) != set(y):
+            return float("inf")
+        worst = max(worst, max(abs(x[k] - y[k]) for k in x))
+    return worst
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, key, title in zip(axes, ("p50_ms", "p99_ms", "throughput_rps"),
+                              ("p50 latency (ms)", "p99 latency (ms)", "throughput (req/s)")):
+        for j, side in enumerate(("stock", "boost")):
+            runs = result[side]["runs"]
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(runs))]
+            ax.bar(xs, [r[key] for r in runs], width=0.38,
+                   label=f"{side} ({result[side]['backend']})")
+        ax.set_xticks(range(len(result["stock"]["runs"])))
+        ax.set_xticklabels([f"c={r['concurrency']}" for r in result["stock"]["runs"]])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"TorchServe {result['model']}: stock image_classifier vs yellowstone boost "
+                 "handler (shared 2-core CPU)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet18", choices=["resnet18", "mobilenet_v3_small"])
+    ap.add_argument("--requests", type=int, default=80, help="requests per concurrency level")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ys-ts-bench-"))
+    images = [make_jpeg(seed) for seed in range(8)]
+    build_archive(args.arch, work, boost=False, name="stock")
+    build_archive(args.arch, work, boost=True, precompile=True, name="boost")
+    stock = run_server("stock", work, images, args.requests, args.workers)
+    boost = run_server("boost", work, images, args.requests, args.workers)
+    ratios = []
+    for s, b in zip(stock["runs"], boost["runs"]):
+        ratios.append({"concurrency": s["concurrency"],
+                       "p50_speedup": round(s["p50_ms"] / b["p50_ms"], 2),
+                       "p99_speedup": round(s["p99_ms"] / b["p99_ms"], 2),
+                       "throughput_ratio": round(b["throughput_rps"] / s["throughput_rps"], 2)})
+    result = {"model": args.arch, "weights": "random (weights=None)", "workers": args.workers,
+              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; shared with "
+                         "other jobs, so ratios are indicative",
+              "max_top5_prob_diff": compare_answers(stock.pop("answers"), boost.pop("answers")),
+              "stock": stock, "boost": boost, "ratios": ratios}
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"torchserve_{args.arch}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [f"# TorchServe: {args.arch}, stock image_classifier vs boost handler", "",
+             f"Boost handler backend: **{boost['backend']}**; {args.workers} worker(s); "
+             f"{args.requests} requests per level; JPEG inputs through image_classifier's own "
+             f"preprocessing. Max top-5 probability difference: {result['max_top5_prob_diff']:.2e}.",
+             "Measured on a 2-core CPU shared with other jobs: ratios are indicative.", "",
+             "| concurrency | stock p50 ms | boost p50 ms | stock p99 ms | boost p99 ms | "
+             "stock req/s | boost req/s | p50 speedup | p99 speedup | throughput ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s, b, r in zip(stock["runs"], boost["runs"], ratios):
+        lines.append(f"| {s['concurrency']} | {s['p50_ms']} | {b['p50_ms']} | {s['p99_ms']} | "
+                     f"{b['p99_ms']} | {s['throughput_rps']} | {b['throughput_rps']} | "
+                     f"{r['p50_speedup']}x | {r['p99_speedup']}x | {r['throughput_ratio']}x |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot(result, stem.with_suffix(".png"))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
