@@ -1,0 +1,241 @@
+"""KServe: a plain ``kserve.Model`` calling the framework vs the yellowstone boost predictor.
+
+Both serve the same TorchScript file through KServe's ModelServer (REST V2, binary tensors) in
+their own process; one client (KServe's InferenceRESTClient) drives each in turn at each
+concurrency. Reports ratios (boost / plain) of p50 and p99 latency and of throughput, as JSON,
+Markdown and a PNG plot under benchmarks/results/.
+
+    python benchmarks/kserve_bench.py [--model mobilenet|mlp] [--seconds 8] [--concurrency 1,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+# -- the plain predictor (run in its own process with --serve-plain) ---------------------------
+def serve_plain(model_dir: str, name: str, http_port: int, threads: int) -> None:
+    import kserve
+    import torch
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    class PlainModel(kserve.Model):
+        """What a user writes without yellowstone: load TorchScript, call it."""
+
+        def load(self) -> bool:
+            self.module = torch.jit.load(str(Path(model_dir) / "model.pt")).eval()
+            self.ready = True
+            return True
+
+        def predict(self, payload, headers=None):
+            x = torch.from_numpy(payload.inputs[0].as_numpy())
+            with torch.inference_mode():
+                y = self.module(x).numpy()
+            out = InferOutput("output", list(y.shape), "FP32")
+            out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
+            return InferResponse(payload.id or "1", self.name, [out])
+
+    model = PlainModel(name)
+    model.load()
+    kserve.ModelServer(http_port=http_port, enable_grpc=False,
+                       enable_latency_logging=False).start([model])
+
+
+# -- driver -------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_model(kind: str, out: Path) -> tuple[list[int], str]:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    if kind == "mobilenet":
+        import torchvision
+
+        model, shape = torchvision.models.mobilenet_v3_small(weights=None).eval(), [1, 3, 224, 224]
+    else:
+        model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(),
+                                    torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                    torch.nn.Linear(1024, 10)).eval()
+        shape = [1, 256]
+    torch.jit.trace(model, torch.randn(*shape)).save(str(out / "model.pt"))
+    return shape, "input"
+
+
+def _wait_ready(port: int, name: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {name} exited with {proc.returncode}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/models/{name}/ready", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} not ready after {timeout} s")
+
+
+async def _drive(port: int, name: str, shape: list[int], input_name: str, concurrency: int,
+                 seconds: float) -> dict:
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=120))
+    base = f"http://127.0.0.1:{port}"
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(16)]
+
+    def request(i: int) -> InferRequest:
+        inp = InferInput(input_name, shape, "FP32")
+        inp.set_data_from_numpy(xs[i % len(xs)])
+        return InferRequest(name, [inp])
+
+    for i in range(5):  # warm-up
+        await client.infer(base, request(i), model_name=name)
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def worker(w: int) -> None:
+        i = w
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            await client.infer(base, request(i), model_name=name)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            i += concurrency
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    wall = time.perf_counter() - t0
+    await client.close()
+    lat = np.array(latencies)
+    return {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": len(lat) / wall}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mobilenet", choices=("mobilenet", "mlp"))
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", default="1,4")
+    ap.add_argument("--backends", default="onnxruntime,openvino")
+    ap.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model_dir", help=argparse.SUPPRESS)
+    ap.add_argument("--http_port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_plain:
+        serve_plain(args.model_dir, "plain", args.http_port, args.threads)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="kserve-bench-"))
+    shape, input_name = _write_model(args.model, work / "models")
+    env = dict(os.environ, YELLOWSTONE_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
+    procs = {}
+    ports = {"plain": _free_port(), "boost": _free_port()}
+    logs = {k: open(work / f"{k}.log", "wb") for k in ports}
+    procs["plain"] = subprocess.Popen(
+        [sys.executable, __file__, "--serve-plain", "--model_dir", str(work / "models"),
+         "--http_port", str(ports["plain"])], stdout=logs["plain"], stderr=subprocess.STDOUT,
+        env=env)
+    procs["boost"] = subprocess.Popen(
+        [sys.executable, "-m", "yellowstone.plugins.kserve", "--model_name", "boost",
+         "--model_dir", str(work / "models"), "--http_port", str(ports["boost"]),
+         "--grpc_port", str(_free_port()), "--enable_grpc", "false",
+         "--enable_latency_logging", "false", "--backends", args.backends,
+         f"--input={input_name}:{'x'.join(map(str, shape))}:float32"],
+        stdout=logs["boost"], stderr=subprocess.STDOUT, env=env)
+    rows = []
+    try:
+        for name, proc in procs.items():
+            _wait_ready(ports[name], name, proc)
+        backend = next((line.split("ready on ")[1].split()[0]
+                        for line in (work / "boost.log").read_text().splitlines()
+                        if "ready on " in line), "?")
+        for c in [int(v) for v in args.concurrency.split(",")]:
+            res = {k: asyncio.run(_drive(ports[k], k, shape, input_name, c, args.seconds))
+                   for k in ("plain", "boost")}
+            rows.append({"concurrency": c, "plain": res["plain"], "boost": res["boost"],
+                         "p50_ratio": res["boost"]["p50_ms"] / res["plain"]["p50_ms"],
+                         "p99_ratio": res["boost"]["p99_ms"] / res["plain"]["p99_ms"],
+                         "throughput_ratio": res["boost"]["throughput_rps"]
+                         / res["plain"]["throughput_rps"]})
+            print(f"c={c}: plain p50 {res['plain']['p50_ms']:.2f} ms, boost p50 "
+                  f"{res['boost']['p50_ms']:.2f} ms, throughput x{rows[-1]['throughput_ratio']:.2f}")
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+    result = {"benchmark": "kserve", "model": args.model, "input_shape": shape,
+              "boost_backend": backend, "backends_tried": args.backends,
+              "seconds_per_point": args.seconds, "protocol": "REST V2 (binary tensors)",
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "note": "shared with other jobs; ratios are indicative"},
+              "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"kserve_bench_{args.model}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    md = [f"# KServe: plain kserve.Model vs yellowstone boost predictor ({args.model})", "",
+          f"Same TorchScript model, REST V2 binary, {args.seconds:.0f} s per point; boost "
+          f"served on **{backend}**. Ratios are boost / plain (latency < 1 and throughput > 1 "
+          f"mean the boost is better). Machine shared with other jobs: indicative only.", "",
+          "| concurrency | plain p50 ms | boost p50 ms | p50 ratio | plain p99 ms | boost p99 ms "
+          "| p99 ratio | plain req/s | boost req/s | throughput ratio |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p, b = r["plain"], r["boost"]
+        md.append(f"| {r['concurrency']} | {p['p50_ms']:.2f} | {b['p50_ms']:.2f} | "
+                  f"{r['p50_ratio']:.2f} | {p['p99_ms']:.2f} | {b['p99_ms']:.2f} | "
+                  f"{r['p99_ratio']:.2f} | {p['throughput_rps']:.1f} | "
+                  f"{b['throughput_rps']:.1f} | {r['throughput_ratio']:.2f} |")
+    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        labels = [f"c={r['concurrency']}" for r in rows]
+        xs = np.arange(len(rows))
+        for i, (key, title) in enumerate([("p50_ratio", "p50 latency"),
+                                          ("p99_ratio", "p99 latency"),
+                                          ("throughput_ratio", "throughput")]):
+            ax.bar(xs + (i - 1) * 0.25, [r[key] for r in rows], 0.25, label=title)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(xs, labels)
+        ax.set_ylabel("boost / plain")
+        ax.set_title(f"KServe boost predictor vs plain ({args.model}, {backend})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(stem.with_suffix(".png"), dpi=120)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    print(f"wrote {stem}.json/.md/.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Turn KServe V1 and V2 (Open Inference Protocol) requests into named numpy feeds, and back.
+
+Every problem with a request raises ``kserve.errors.InvalidInput``, which KServe answers with
+HTTP 400 (REST) or ``INVALID_ARGUMENT`` (gRPC); the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from yellowstone.spec import TensorSpec
+
+# numpy dtype name <-> Open Inference Protocol datatype.
+_V2_DATATYPES = {
+    "bool": "BOOL", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+    "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+    "float16": "FP16", "float32": "FP32", "float64": "FP64", "object": "BYTES",
+    "bytes": "BYTES", "str": "BYTES",
+}
+
+
+def v2_datatype(dtype: Any) -> str:
+    """The V2 datatype for a numpy dtype or dtype name (``float32`` -> ``FP32``)."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name.startswith(("bytes", "str")):
+        return "BYTES"
+    try:
+        return _V2_DATATYPES[name]
+    except KeyError as exc:
+        raise InvalidInput(f"dtype {name} has no Open Inference Protocol datatype") from exc
+
+
+def tensor_metadata(name: str, shape: Sequence[Any], dtype: Any) -> dict[str, Any]:
+    """A metadata entry: name, datatype, shape with -1 for every dynamic dimension."""
+    return {"name": name, "datatype": v2_datatype(dtype),
+            "shape": [d if isinstance(d, int) and d >= 0 else -1 for d in shape]}
+
+
+# -- V1 -------------------------------------------------------------------------------------
+def _as_dtype(values: Any, spec: TensorSpec) -> np.ndarray:
+    """JSON values to an array of the input's dtype; never a silent lossy cast."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged nesting
+        raise InvalidInput(f"input {spec.name!r}: values do not form a tensor: {exc}") from exc
+    want = np.dtype("float32" if spec.dtype == "bfloat16" else spec.dtype)
+    if want.kind in "OSU":
+        return arr.astype(object)
+    if arr.dtype.kind in "OSU" or arr.dtype.kind not in "biuf":
+        raise InvalidInput(f"input {spec.name!r}: expected {want.name} numbers, got "
+                           f"{'strings' if arr.dtype.kind in 'SU' else arr.dtype.name}")
+    if want.kind in "iu" and arr.dtype.kind == "f" and not np.all(np.mod(arr, 1) == 0):
+        raise InvalidInput(f"input {spec.name!r}: expected integers ({want.name}), got fractions")
+    if want.kind == "b" and arr.dtype.kind != "b":
+        raise InvalidInput(f"input {spec.name!r}: expected booleans, got {arr.dtype.name}")
+    return arr.astype(want)
+
+
+def decode_v1(body: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """V1 body to feeds.
+
+    ``{"instances": [...]}``: one row per instance; a row is the input's value for a one-input
+    model, or a ``{input name: value}`` mapping. ``{"inputs": ...}`` (columnar): the whole
+    tensor for a one-input model, or ``{input name: tensor}``.
+    """
+    if isinstance(body, (bytes, str)):  # sent without a JSON content-type
+        try:
+            body = json.loads(body)
+        except ValueError as exc:
+            raise InvalidInput(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, Mapping):
+        raise InvalidInput("expected a JSON object with 'instances' or 'inputs'")
+    names = [s.name for s in specs]
+    by_name = {s.name: s for s in specs}
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise InvalidInput("'instances' must be a non-empty list")
+        if all(isinstance(r, Mapping) for r in rows):
+            columns: dict[str, Any] = {}
+            for name in {k for r in rows for k in r}:
+                if name not in by_name:
+                    raise InvalidInput(f"unknown input {name!r}; inputs are {', '.join(names)}")
+                if any(name not in r for r in rows):
+                    raise InvalidInput(f"input {name!r} is missing from some instances")
+                columns[name] = [r[name] for r in rows]
+        elif len(specs) == 1:
+            columns = {names[0]: rows}
+        else:
+            raise InvalidInput(f"the model takes {len(specs)} inputs ({', '.join(names)}): each "
+                               f"instance must be a mapping of input name to value")
+    elif "inputs" in body:
+        cols = body["inputs"]
+        if isinstance(cols, Mapping):
+            columns = dict(cols)
+            unknown = sorted(set(columns) - set(names))
+            if unknown:
+                raise InvalidInput(f"unknown input(s) {', '.join(unknown)}; inputs are "
+                                   f"{', '.join(names)}")
+        elif len(specs) == 1:
+            columns = {names[0]: cols}
+        else:
+            raise InvalidInput(f"'inputs' must map each of {', '.join(names)} to a tensor")
+    else:
+        raise InvalidInput("expected 'instances' or 'inputs' in the request body")
+    return {name: _as_dtype(values, by_name[name]) for name, values in columns.items()}
+
+
+def encode_v1(outputs: Sequence[np.ndarray], names: Sequence[str], *, rows: bool) -> dict:
+    """Outputs to ``{"predictions": ...}``: one entry per instance (``rows``) or whole tensors.
+
+    One output gives its values; several give ``{output name: value}`` per instance.
+    """
+    def plain(a: np.ndarray) -> Any:
+        if a.dtype.kind in "OS":
+            return np.vectorize(lambda v: v.decode("utf-8", "replace")
+                                if isinstance(v, bytes) else v, otypes=[object])(a).tolist()
+        return a.tolist()
+
+    if len(outputs) == 1:
+        return {"predictions": plain(outputs[0])}
+    if rows:
+        cols = [plain(o) for o in outputs]
+        return {"predictions": [dict(zip(names, vals)) for vals in zip(*cols)]}
+    return {"predictions": {n: plain(o) for n, o in zip(names, outputs)}}
+
+
+# -- V2 -------------------------------------------------------------------------------------
+def decode_v2(request: InferRequest, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """V2 request (REST or gRPC) to feeds; names and datatypes must match the model's."""
+    by_name = {s.name: s for s in specs}
+    feeds: dict[str, np.ndarray] = {}
+    for inp in request.inputs:
+        spec = by_name.get(inp.name)
+        if spec is None:
+            raise InvalidInput(f"unknown input {inp.name!r}; inputs are {', '.join(by_name)}")
+        if inp.name in feeds:
+            raise InvalidInput(f"input {inp.name!r} is given twice")
+        want = v2_datatype(spec.dtype)
+        if inp.datatype != want:
+            raise InvalidInput(f"input {inp.name!r}: expected datatype {want}, got {inp.datatype}")
+        try:
+            arr = inp.as_numpy()
+        except InvalidInput:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"input {inp.name!r}: data does not fit shape {inp.shape} "
+                               f"({want}): {exc}") from exc
+        feeds[inp.name] = arr
+    return feeds
+
+
+def requested_outputs(request: InferRequest, names: Sequence[str]) -> None:
+    """Reject requested outputs the model does not have."""
+    for out in request.request_outputs or ():
+        if out.name not in names:
+            raise InvalidInput(f"unknown output {out.name!r}; outputs are {', '.join(names)}")
+
+
+def encode_v2(request: InferRequest, model_name: str, outputs: Sequence[np.ndarray],
+              names: Sequence[str], parameters: Mapping[str, Any] | None = None) -> InferResponse:
+    """Outputs to an InferResponse carrying each output's name, shape and datatype."""
+    binary = bool(request.use_binary_outputs)
+    infer_outputs = []
+    for name, out in zip(names, outputs):
+        item = InferOutput(name=name, shape=list(out.shape), datatype=v2_datatype(out.dtype))
+        # Encode here: kserve 0.21's to_grpc() tests an ndarray's truth value and fails.
+        item.set_data_from_numpy(out.astype(object) if out.dtype.kind in "SU" else out,
+                                 binary_data=binary)
+        infer_outputs.append(item)
+    return InferResponse(response_id=request.id or str(uuid.uuid4()), model_name=model_name,
+                         infer_outputs=infer_outputs, from_grpc=request.from_grpc,
+                         parameters=dict(parameters) if parameters else None,
+                         use_binary_outputs=binary,
+                         requested_outputs=request.request_outputs)
