@@ -448,7 +448,8 @@ class _Boostable:
         from . import engine  # noqa: F401 - creates the core's loggers before capturing
 
         _attach_capture()
-        _tls.held = held = []
+        held: list[logging.LogRecord] = []
+        _tls.held = held
         try:
             with _inside():
                 boosted = make()
@@ -610,6 +611,11 @@ class TorchModuleProxy(_Proxy):
     def __init__(self, original: Any, *, api: str, source: str, program: Any = None):
         super().__init__(original, api=api, source=source)
         object.__setattr__(self, "_ys_program", program)  # torch.export: boost the program
+        # torch.export's module() installs its own input-check pre-hook: only later hooks count
+        object.__setattr__(self, "_ys_own_hooks", frozenset(
+            ("pre", k) for k in getattr(original, "_forward_pre_hooks", {}) if program is not None
+        ) | frozenset(("post", k) for k in getattr(original, "_forward_hooks", {})
+                      if program is not None))
 
     def _ys_ineligible(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         torch: Any = sys.modules["torch"]
@@ -627,7 +633,9 @@ class TorchModuleProxy(_Proxy):
             if not isinstance(v, torch.Tensor) or v.device.type != "cpu" or v.requires_grad \
                     or v.dtype in (torch.bfloat16, torch.complex64, torch.complex128):
                 return "non-tensor, non-CPU or gradient-tracking argument"
-        if getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None):
+        hooks = {("pre", k) for k in getattr(module, "_forward_pre_hooks", None) or ()} | \
+            {("post", k) for k in getattr(module, "_forward_hooks", None) or ()}
+        if hooks - self._ys_own_hooks:
             return "forward hooks"
         return ""
 
@@ -638,9 +646,23 @@ class TorchModuleProxy(_Proxy):
         from . import engine
 
         example = dict(kwargs) if kwargs else tuple(args)
-        source = self._ys_program if self._ys_program is not None else module
-        boosted = self._ys.get(lambda: engine.boost(
-            source, example, config=self._ys_config(_batch_of(list(args) + list(kwargs.values())))))
+        program = self._ys_program
+        cfg = self._ys_config(_batch_of(list(args) + list(kwargs.values())))
+
+        def make() -> Any:
+            boosted = engine.boost(program if program is not None else module, example,
+                                   config=cfg)
+            if program is not None and cfg.dynamic_batch and boosted.backend == "native" and \
+                    any("torch.export failed" in c.reason for c in boosted.report.candidates):
+                # The core re-exports with its own batch range, which a program saved with a
+                # narrower one rejects ("Constraints violated"): use batch buckets instead.
+                from .config import BoostConfig
+
+                boosted = engine.boost(program, example, config=BoostConfig.from_dict(
+                    {"dynamic_batch": False}, base=cfg))
+            return boosted
+
+        boosted = self._ys.get(make)
         if boosted is None:
             return self._ys_original_call(module, *args, **kwargs)
         return _call_boosted(self, boosted, module, args, kwargs)
@@ -729,7 +751,7 @@ class KerasProxy(_Proxy):
         extra = {k: v for k, v in kwargs.items() if not (k == "training" and not v)}
         feeds = self._ys_feeds(args[0]) if len(args) == 1 and not extra else None
         boosted = self._ys_boosted(feeds) if feeds is not None else None
-        if boosted is None:
+        if feeds is None or boosted is None:
             return self._ys_original_call(km, *args, **kwargs)
         import tensorflow as tf
 
@@ -753,7 +775,7 @@ class KerasProxy(_Proxy):
         feeds = self._ys_feeds(x) if steps is None and callbacks is None and not kwargs else None
         size = int(batch_size or 32)
         boosted = self._ys_boosted([f[:size] for f in feeds]) if feeds is not None else None
-        if boosted is None:
+        if feeds is None or boosted is None:
             return self._ys_original_call(km.predict, x, batch_size=batch_size, verbose=verbose,
                                           steps=steps, callbacks=callbacks, **kwargs)
         from .errors import BadRequestError
@@ -775,7 +797,7 @@ class KerasProxy(_Proxy):
         km = self._ys_original
         feeds = self._ys_feeds(x)
         boosted = self._ys_boosted(feeds) if feeds is not None else None
-        if boosted is None:
+        if feeds is None or boosted is None:
             return self._ys_original_call(km.predict_on_batch, x)
         from .errors import BadRequestError
 
@@ -1004,6 +1026,11 @@ def _isolate_logging(quiet: bool) -> None:
     ours.propagate = False
 
 
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_main(argv: list[str]) -> int:
     """``yellowstone run``: install the interposer, then run the program as Python would."""
     ours, program = _split_argv(argv)
@@ -1011,11 +1038,11 @@ def run_main(argv: list[str]) -> int:
     if args.install_hook or args.uninstall_hook:
         if args.install_hook:
             path = install_hook(args.site_dir)
-            print(f"installed {path}; processes of this environment started with "
+            _out(f"installed {path}; processes of this environment started with "
                   "YELLOWSTONE_INTERPOSE=1 are interposed")
         else:
             removed = uninstall_hook(args.site_dir)
-            print(f"removed {removed}" if removed else "no hook was installed")
+            _out(f"removed {removed}" if removed else "no hook was installed")
         return 0
     try:
         settings = settings_from(config_file=args.config, apis=args.apis,
@@ -1025,12 +1052,12 @@ def run_main(argv: list[str]) -> int:
         return 2
     if args.dry_run:
         off = os.environ.get("YELLOWSTONE_INTERPOSE", "").strip() == "0"
-        print(f"yellowstone run: interposer {'off (YELLOWSTONE_INTERPOSE=0)' if off else 'on'}; "
+        _out(f"yellowstone run: interposer {'off (YELLOWSTONE_INTERPOSE=0)' if off else 'on'}; "
               f"boost options: {dict(settings.boost) or 'YELLOWSTONE_* environment / defaults'}")
         for line in dry_run_lines(settings):
-            print(line)
+            _out(line)
         if program:
-            print(f"would run: {' '.join(program)}")
+            _out(f"would run: {' '.join(program)}")
         return 0
     if not program:
         _parser().print_usage(sys.stderr)
