@@ -21,9 +21,13 @@ class Timing:
         return dataclasses.asdict(self)
 
 
-def measure(fn: Callable[[], object], *, budget_s: float, warmup: int = 3,
+def measure(fn: Callable[[], object], *, budget_s: float, warmup: int = 5,
             min_iters: int = 5, max_iters: int = 10_000) -> Timing:
-    """Time ``fn`` after ``warmup`` calls, for ``budget_s`` seconds (at least ``min_iters`` runs)."""
+    """Time ``fn`` after ``warmup`` calls, for ``budget_s`` seconds (at least ``min_iters`` runs).
+
+    Five warm-up calls: TorchScript's profiling executor optimises a graph only after its first
+    profiled runs, and timing those would flatter every compiled candidate against ``native``.
+    """
     for _ in range(warmup):
         fn()
     samples: list[float] = []

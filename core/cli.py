@@ -224,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_err("usage: yellowstone kserve manifests [options]")
                 return 2
             rest = rest[1:]
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        if first != "run":  # `run` leaves logging to the application it runs, as Python would
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         return _delegate(module, func, rest)
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

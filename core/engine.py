@@ -251,7 +251,7 @@ def _finish(handle: ModelHandle, compiled: Buckets | None, report: Report, cfg: 
     report.load_s = round(time.perf_counter() - started, 3)
     if report.chosen != "native" or report.cache == "miss":
         metrics.emit(metrics.COMPILE_SECONDS if report.cache == "miss" else metrics.LOAD_SECONDS,
-                     report.load_s, "s", model=report.model)
+                     report.load_s, "s", model=report.model, backend=report.chosen)
     logger.info("%s: serving on %s (%s, cache %s, %.2f s)", report.model, report.chosen,
                 report.precision, report.cache, report.load_s)
     return BoostedModel(handle, compiled, report, cfg, dirs)
@@ -443,12 +443,15 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
         if tried:
             report.fallback_reason = "no candidate passed: " + "; ".join(
                 f"{c.backend} {c.status}" for c in tried)
-            logger.warning("%s: serving on native: %s", handle.name, report.fallback_reason)
+            logger.warning("%s: serving on native: %s", handle.name, "; ".join(
+                f"{c.backend} {c.status}: {c.reason.splitlines()[0][:200] if c.reason else ''}"
+                for c in tried))
             metrics.emit(metrics.FALLBACKS, 1, model=handle.name, backend="all", reason="compile")
-    for c in report.candidates:
-        if c.status in ("failed", "rejected"):
-            logger.warning("%s: %s %s: %s", handle.name, c.backend, c.status,
-                           c.reason.splitlines()[0][:300] if c.reason else "")
+    else:  # another backend serves: the losers' errors are in the report, and logged for detail
+        for c in report.candidates:
+            if c.status in ("failed", "rejected"):
+                logger.info("%s: %s %s: %s", handle.name, c.backend, c.status,
+                            c.reason.splitlines()[0][:300] if c.reason else "")
     if native.p50_ms and best.p50_ms:
         report.speedup = round(native.p50_ms / best.p50_ms, 3)
     compiled: Buckets | None = None

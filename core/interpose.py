@@ -1014,7 +1014,7 @@ def _isolate_logging(quiet: bool) -> None:
     root = logging.getLogger()
     ours = logging.getLogger("yellowstone")
     handlers = list(root.handlers)
-    for h in handlers:  # `yellowstone` (cli.main) configured the root logger for itself
+    for h in handlers:  # whatever configured the root logger before the application did
         root.removeHandler(h)
     root.setLevel(logging.WARNING)
     if not ours.handlers:

@@ -305,8 +305,8 @@ class TorchModel(ModelHandle):
                 return self._exported[dynamic_batch]
             if self.kind == "torchscript":
                 raise ConversionError("torch.export cannot trace TorchScript modules")
-            if self.program is not None and not dynamic_batch:
-                ep = self.program
+            if self.program is not None and (not dynamic_batch or _batch_is_dynamic(self.program)):
+                ep = self.program  # a program with its own dynamic batch keeps the user's range
             else:
                 # Export at batch 2: torch.export specialises a size-1 dim to a constant.
                 feeds = self.random_feeds(batch=2 if dynamic_batch else None, seed=1) \
@@ -329,6 +329,16 @@ class TorchModel(ModelHandle):
 
         name = "torch-legacy-onnx" if self.kind == "torchscript" else "torch-dynamo-onnx"
         return get_conversion(name).convert(self, out, dynamic_batch=dynamic_batch)
+
+
+def _batch_is_dynamic(program: Any) -> bool:
+    """Whether every user input of a ``torch.export`` program has a symbolic first dimension."""
+    import torch
+
+    user = set(program.graph_signature.user_inputs)
+    vals = [n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
+    return bool(vals) and all(
+        v is not None and len(v.shape) > 0 and isinstance(v.shape[0], torch.SymInt) for v in vals)
 
 
 # ======================================================================================

@@ -58,7 +58,21 @@ def test_torchscript_and_export_files(cache_dir, tmp_path):
         boosted = yellowstone.boost(str(path), example, input_specs=None, **OPTS)
         assert [s.name for s in boosted.inputs] in (["image"], ["x"]), boosted.inputs
         name = boosted.inputs[0].name
+        assert boosted.backend != "native", boosted.report.table()
         _check(boosted, reference, {name: x["image"]} if name != "image" else x)
+
+
+@requires("torch")
+def test_export_program_keeps_its_own_dynamic_batch_range():
+    import torch
+
+    from yellowstone.model import load_model
+
+    model, example = build("cnn")
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, example, dynamic_shapes=({0: batch},))
+    handle = load_model(program, example)
+    assert handle.exported_program(dynamic_batch=True) is program  # not re-exported to 1..4096
 
 
 @requires("onnxruntime")
