@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/core_bench.py [--models resnet50,mobilenet_v3,minilm]
         [--backends auto] [--batch-sizes 1] [--time-budget 3] [--out benchmarks/results]
 
-Writes ``core_bench.json`` (every report), ``core_bench.md`` (the README table) and one PNG
+Writes ``core_bench.json`` (every report, FLOPs, the measured GEMM peak), ``core_bench.md``
+(the README table, with each backend's share of that peak) and one PNG
 plot per model. Each model runs in its own process, one after the other, so backends never
 compete for the cores and one model's crash cannot take down the others.
 """
@@ -30,6 +31,7 @@ def one_model(name: str, backends: str, sizes: str, budget: float, out: Path) ->
     from benchmarks.zoo import MODELS
 
     model, example = MODELS[name]()
+    gflop = model_gflop(model, example)
     t0 = time.perf_counter()
     boosted = yellowstone.boost(model, example, backends=backends, batch_sizes=sizes,
                                 time_budget_s=budget, cache_dir=tempfile.mkdtemp(),
@@ -37,17 +39,47 @@ def one_model(name: str, backends: str, sizes: str, budget: float, out: Path) ->
     rep = boosted.report.to_dict()
     rep["model"] = name
     rep["wall_s"] = round(time.perf_counter() - t0, 1)
+    rep["gflop"] = gflop
     out.write_text(json.dumps(rep, indent=1))
 
 
-def markdown(reports: list[dict], machine: str) -> str:
+def model_gflop(model, example) -> float:
+    """FLOPs of one forward at the example's batch (matmuls and convolutions, 2 per MAC)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*example)
+    return counter.get_total_flops() / 1e9
+
+
+def measured_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 GEMM throughput of this machine with torch on all cores: the roofline's compute roof."""
+    import torch
+
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def markdown(reports: list[dict], machine: str, peak: float) -> str:
     lines = [f"Machine: {machine}. fp32, batch {reports[0]['batch_sizes'][0]}; p50/p90 over a "
              "time budget per backend after warm-up; max abs err vs PyTorch on fresh random "
-             "inputs; speedup = native p50 / backend p50 (measured in the same run).", ""]
+             "inputs; speedup = native p50 / backend p50 (measured in the same run). Roofline: "
+             f"the model's FLOPs over p50, as a share of this machine's measured fp32 GEMM peak "
+             f"({peak:.0f} GFLOP/s, torch on all cores).", ""]
     lines += ["| model | backend | status | compile s | max abs err | p50 ms | p90 ms | "
-              "speedup vs native |", "|---|---|---|---|---|---|---|---|"]
+              "speedup vs native | GFLOP/s | % of peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     for rep in reports:
         native = next(c for c in rep["candidates"] if c["backend"] == "native")
+        gflop = rep.get("gflop")
         for c in rep["candidates"]:
             if c["status"] == "unavailable":
                 continue
@@ -60,8 +92,10 @@ def markdown(reports: list[dict], machine: str) -> str:
             status = f"**{c['status']}**" if c["status"] == "chosen" else c["status"]
             if c["status"] in ("failed", "rejected"):
                 status += f" ({c['reason'][:80]})"
+            rate = gflop / (c["p50_ms"] / 1e3) if gflop and c.get("p50_ms") else None
+            roof = "-" if rate is None else f"{rate:.0f} | {100 * rate / peak:.0f}%"
             lines.append(f"| {rep['model']} | {c['backend']} | {status} | {comp} | {err} | {p50} "
-                         f"| {p90} | {sp} |")
+                         f"| {p90} | {sp} | {roof if rate else '- | -'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -86,6 +120,8 @@ def main() -> int:
     from yellowstone.hardware import detect
 
     hw = detect()
+    peak = measured_peak_gflops()
+    print(f"measured fp32 GEMM peak: {peak:.0f} GFLOP/s", file=sys.stderr, flush=True)
     machine = (f"{hw.cpu_model} ({hw.arch}), {hw.cores} cores, ISA "
                f"{'/'.join(hw.isa) or 'baseline'}, Python {platform.python_version()}")
     reports = []
@@ -107,8 +143,9 @@ def main() -> int:
                     f"({hw.cores} cores); * = chosen")
     load = os.getloadavg()
     (out / "core_bench.json").write_text(json.dumps(
-        {"machine": machine, "loadavg_at_end": load, "reports": reports}, indent=1))
-    table = markdown(reports, machine)
+        {"machine": machine, "peak_gflops": round(peak, 1), "loadavg_at_end": load,
+         "reports": reports}, indent=1))
+    table = markdown(reports, machine, peak)
     (out / "core_bench.md").write_text(table)
     print(table)
     return 0

@@ -116,7 +116,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="resnet18", choices=["resnet18", "mobilenet_v3_small"])
+    ap.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50", "mobilenet_v3_small"])
     ap.add_argument("--requests", type=int, default=80, help="requests per concurrency level")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))

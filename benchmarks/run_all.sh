@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other (they must not share the cores), into benchmarks/results/.
+# Run on an otherwise idle machine; the README's performance section quotes these files.
+#   bash benchmarks/run_all.sh            # about 30 minutes on 2 cores
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup-env.sh"
+cd "$root"
+py=.venv/bin/python
+export HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2
+step() { echo "== $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >&2; "$@"; }
+# Core: every backend, TVM included (it is left out of `auto`; this shows why).
+step $py benchmarks/core_bench.py --backends native,onnxruntime,openvino,inductor,tvm
+step $py benchmarks/torchserve_bench.py --arch resnet18
+step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40
+step $py benchmarks/kserve_bench.py --model mobilenet
+step $py benchmarks/tfserving_bench.py
+step $py benchmarks/interpose_bench.py
