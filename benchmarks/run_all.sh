@@ -13,6 +13,8 @@ step() { echo "== $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >
 step $py benchmarks/core_bench.py --backends native,onnxruntime,openvino,inductor,tvm
 step $py benchmarks/torchserve_bench.py --arch resnet18
 step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40
-step $py benchmarks/kserve_bench.py --model mobilenet
+step $py benchmarks/kserve_bench.py --model mobilenet --transport grpc
+step $py benchmarks/kserve_bench.py --model resnet50 --transport grpc
+step $py benchmarks/kserve_bench.py --model mobilenet --transport rest   # KServe's REST decode cost
 step $py benchmarks/tfserving_bench.py
 step $py benchmarks/interpose_bench.py

@@ -53,7 +53,7 @@ def make_jpeg(seed: int = 0) -> bytes:
 
 
 def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = False,
-                  batch_size: int = 1, name: str | None = None) -> str:
+                  batch_size: int = 1, name: str | None = None, workers: int | None = None) -> str:
     """Archive the model with the stock image_classifier or the boost handler; return its name."""
     import subprocess
 
@@ -64,7 +64,8 @@ def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = Fals
     store = work / "store"
     store.mkdir(parents=True, exist_ok=True)
     config = work / f"{name}.yaml"
-    config.write_text(f"batchSize: {batch_size}\nmaxBatchDelay: 20\n")
+    config.write_text(f"batchSize: {batch_size}\nmaxBatchDelay: 20\n"
+                      + (f"minWorkers: {workers}\nmaxWorkers: {workers}\n" if workers else ""))
     if not boost:
         subprocess.run([str(Path(sys.executable).parent / "torch-model-archiver"),
                         "--model-name", name, "--version", "1.0", "--serialized-file",

@@ -224,7 +224,10 @@ class BoostHandler:
         if "batch_sizes" not in boost_opts:
             batch = int(props.get("batch_size") or yaml_config.get("batchSize") or 1)
             boost_opts["batch_sizes"] = sorted({1, batch})
+        if "workers" not in boost_opts and "threads" not in boost_opts:
+            boost_opts["workers"] = _worker_count(yaml_config)
         self.boost_config = yellowstone.BoostConfig.from_dict(boost_opts)
+        self._share_cores()
         self._bridge = MetricsBridge(lambda: self.context, lambda: self.backend)
         yellowstone.metrics.add_listener(self._bridge)
 
@@ -251,6 +254,23 @@ class BoostHandler:
             logger.info("%s: no input_shape in the '%s' section; the model is boosted on the "
                         "first request's preprocessed input", self.model_name, SECTION)
         self.initialized = True
+
+    def _share_cores(self) -> None:
+        """Give torch this worker's share of the cores, as TorchServe's performance guide advises.
+
+        Several workers each running torch (the handler's preprocessing, ``native``) on all
+        cores spin in each other's way; the backends get the same share from the core.
+        """
+        threads = self.boost_config.effective_threads
+        if not threads:
+            return
+        import torch
+
+        if torch.get_num_threads() != threads:
+            logger.info("%s: %d workers on %d cores: torch and the backends use %d thread(s) "
+                        "per worker (set yellowstone.threads to override)", self.model_name,
+                        self.boost_config.workers, _cores(), threads)
+            torch.set_num_threads(threads)
 
     def _init_inner(self, context: Any) -> None:
         manifest = getattr(context, "manifest", None) or {}
@@ -408,6 +428,7 @@ class BoostHandler:
             "cache": rep.cache if rep else None, "load_s": rep.load_s if rep else None,
             "fallback_reason": rep.fallback_reason if rep else "",
             "batch_sizes": list(self.boost_config.batch_sizes) if self.boost_config else [],
+            "threads": self.boost_config.effective_threads if self.boost_config else None,
             "buckets": (rep.candidate(rep.chosen).buckets
                         if rep and rep.candidate(rep.chosen) else None),
             "report": rep.to_dict() if rep else None,
@@ -463,6 +484,24 @@ class BoostHandler:
             context.set_response_status(400, message[:200], i)
             results[i] = json.dumps({"code": 400, "type": "BadRequest", "message": message})
         return results
+
+
+def _cores() -> int:
+    from yellowstone.hardware import available_cores
+
+    return available_cores()
+
+
+def _worker_count(yaml_config: dict) -> int:
+    """Workers TorchServe runs for this model.
+
+    ``minWorkers``, else TorchServe's default on a CPU host: one per logical processor
+    (``default_workers_per_model`` unset).
+    """
+    try:
+        return max(1, int(yaml_config.get("minWorkers") or 0) or _cores())
+    except (TypeError, ValueError):
+        return _cores()
 
 
 def _header(context: Any, idx: int, key: str) -> Any:

@@ -7,6 +7,7 @@ over HTTP agree, with batching on and two workers; bad requests get 4xx and the 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import re
 
 import pytest
@@ -102,6 +103,8 @@ def test_batching_with_two_workers(server):
     for info in workers.values():
         assert info["backend"] in ("onnxruntime", "openvino"), info
         assert info["batch_sizes"] == [1, 4]
+        # minWorkers: 2 -> each worker gets its share of the cores, not all of them
+        assert info["threads"] == max(1, len(os.sched_getaffinity(0)) // 2), info
     log = server.model_log()
     # Served batch sizes come from the model's batchSize, so no request ever recompiles:
     # each worker boosted exactly once (the second one usually from the shared cache).
