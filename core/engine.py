@@ -268,7 +268,7 @@ def _artifact_key(handle: ModelHandle, backend: str, bucket: int | None, cfg: Bo
 
 def _request(backend: str, bucket: int | None, cfg: BoostConfig) -> CompileRequest:
     return CompileRequest(batch=bucket, precision=cfg.precision, threads=cfg.effective_threads,
-                          options=dict(cfg.options.get(backend, {})))
+                          shared=cfg.workers > 1, options=dict(cfg.options.get(backend, {})))
 
 
 def _compile_buckets(handle: ModelHandle, name: str, buckets: Sequence[int | None],

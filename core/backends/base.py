@@ -37,12 +37,15 @@ class CompileRequest:
         batch: the batch size to specialise for, or None for a dynamic batch dimension.
         precision: ``fp32``, ``bf16`` or ``fp16``.
         threads: intra-op threads (0 = backend default: all cores available).
+        shared: other worker processes share these cores (``BoostConfig.workers > 1``): idle
+            backend threads should sleep rather than spin.
         options: this backend's entry of ``BoostConfig.options``.
     """
 
     batch: int | None
     precision: str
     threads: int = 0
+    shared: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 

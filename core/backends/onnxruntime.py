@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, CompilationError, missing_extra
-from ..hardware import available_cores
 from . import distribution_version, module_available
 from .base import Availability, CompiledModel, CompileRequest
 
@@ -88,9 +87,8 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if request.threads:
             opts.intra_op_num_threads = request.threads
-            if request.threads < available_cores():
-                # Sharing the cores with other workers: idle threads must sleep, not spin.
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if request.shared:  # other workers run on these cores: idle threads sleep, not spin
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         for key, value in dict(request.options.get("session_config", {})).items():
             opts.add_session_config_entry(key, str(value))

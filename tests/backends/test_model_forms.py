@@ -123,3 +123,23 @@ def test_keras_model_and_saved_model(cache_dir, tmp_path):
     want = sorted((r.numpy().shape, r.numpy().sum()) for r in ref)
     for (gs, gsum), (ws, wsum) in zip(flat, want):
         assert gs == ws and abs(gsum - wsum) < 1e-3
+
+
+@requires("onnxruntime")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_onnxruntime_threads_follow_the_worker_layout(cache_dir, workers):
+    from yellowstone.hardware import available_cores
+
+    model, example = build("mlp")
+    boosted = yellowstone.boost(model, example, **{**OPTS, "backends": "onnxruntime"},
+                                workers=workers)
+    assert boosted.backend == "onnxruntime", boosted.report.table()
+    (compiled,) = boosted._compiled.values()
+    opts = compiled.session.get_session_options()
+    want = max(1, available_cores() // workers) if workers > 1 else 0
+    assert opts.intra_op_num_threads == want
+    try:
+        spinning = opts.get_session_config_entry("session.intra_op.allow_spinning")
+    except Exception:  # noqa: BLE001 - unset: ONNX Runtime's default (spin)
+        spinning = "unset"
+    assert spinning == ("0" if workers > 1 else "unset")
