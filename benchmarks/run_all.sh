@@ -13,6 +13,10 @@ step() { echo "== $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >
 step $py benchmarks/core_bench.py --backends native,onnxruntime,openvino,inductor,tvm
 step $py benchmarks/torchserve_bench.py --arch resnet18
 step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40
+for w in 1 4; do  # the worker sweep (the default above is one worker per core)
+  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers $w \
+    --out-dir benchmarks/results/torchserve_workers$w
+done
 step $py benchmarks/kserve_bench.py --model mobilenet --transport grpc
 step $py benchmarks/kserve_bench.py --model resnet50 --transport grpc
 step $py benchmarks/kserve_bench.py --model mobilenet --transport rest   # KServe's REST decode cost
