@@ -91,3 +91,26 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait()
+
+
+def infer_v1_and_v2(server: Server, input_name: str, x):
+    """One FP32 tensor through KServe's REST clients, V1 (instances) and V2; both answers."""
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def go():
+        v1 = InferenceRESTClient(RESTConfig(protocol="v1", retries=0))
+        v2 = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
+        try:
+            out1 = await v1.infer(server.base_url, {"instances": x.tolist()},
+                                  model_name=server.name)
+            inp = InferInput(input_name, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            out2 = await v2.infer(server.base_url, InferRequest(server.name, [inp]),
+                                  model_name=server.name)
+            return out1, out2
+        finally:
+            await v1.close(), await v2.close()
+
+    return asyncio.run(go())

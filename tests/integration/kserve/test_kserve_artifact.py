@@ -3,12 +3,11 @@ the predictor loads the artifact (no compile), names the inputs from it, and ser
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
 import pytest
-from conftest import FAST, start_server, stop_server
+from conftest import FAST, infer_v1_and_v2, start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.onnxruntime, pytest.mark.timeout(600)]
 
@@ -49,26 +48,12 @@ def test_loads_the_artifact_instead_of_compiling(server, shipped):
 def test_values_over_v1_and_v2(server):
     import ksmodels
     import torch
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
     model = ksmodels.mlp()
     x = np.random.default_rng().standard_normal((3, 16)).astype(np.float32)
     with torch.inference_mode():
         want = model(torch.from_numpy(x)).numpy()
 
-    async def go():
-        v1 = InferenceRESTClient(RESTConfig(protocol="v1", retries=0))
-        v2 = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
-        try:
-            out1 = await v1.infer(server.base_url, {"instances": x.tolist()}, model_name=NAME)
-            inp = InferInput("input", [3, 16], "FP32")  # a traced Sequential names it so
-            inp.set_data_from_numpy(x)
-            out2 = await v2.infer(server.base_url, InferRequest(NAME, [inp]), model_name=NAME)
-            return out1, out2
-        finally:
-            await v1.close(), await v2.close()
-
-    out1, out2 = asyncio.run(go())
+    out1, out2 = infer_v1_and_v2(server, "input", x)  # a traced Sequential names it "input"
     np.testing.assert_allclose(np.array(out1["predictions"], np.float32), want, atol=1e-4)
     (out,) = out2.outputs
     assert (out.name, out.datatype, list(out.shape)) == ("output", "FP32", [3, 4])

@@ -3,11 +3,9 @@ signature's own input and output names over V1 and V2, with values equal to Tens
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import pytest
-from conftest import FAST, start_server, stop_server
+from conftest import FAST, infer_v1_and_v2, start_server, stop_server
 
 pytest.importorskip("tensorflow", reason="needs TensorFlow (pip install 'yellowstone[tensorflow]')")
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.timeout(600)]
@@ -44,25 +42,11 @@ def _reference(saved_model, x):
 
 
 def test_boosted_and_equal_to_tensorflow(server, saved_model):
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
     assert "ready on native" not in server.log_text(), server.log_text()[-3000:]
     x = np.random.default_rng().standard_normal((5, 6)).astype(np.float32)
     want = _reference(saved_model, x)
 
-    async def go():
-        v1 = InferenceRESTClient(RESTConfig(protocol="v1", retries=0))
-        v2 = InferenceRESTClient(RESTConfig(protocol="v2", retries=0))
-        try:
-            out1 = await v1.infer(server.base_url, {"instances": x.tolist()}, model_name=NAME)
-            inp = InferInput("features", [5, 6], "FP32")
-            inp.set_data_from_numpy(x)
-            out2 = await v2.infer(server.base_url, InferRequest(NAME, [inp]), model_name=NAME)
-            return out1, out2
-        finally:
-            await v1.close(), await v2.close()
-
-    out1, out2 = asyncio.run(go())
+    out1, out2 = infer_v1_and_v2(server, "features", x)
     np.testing.assert_allclose(np.array(out1["predictions"], np.float32), want, atol=1e-4, rtol=1e-3)
     (out,) = out2.outputs
     assert out.datatype == "FP32" and list(out.shape) == [5, 4], out
