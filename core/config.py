@@ -14,7 +14,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+TASKS = ("auto", "classification", "embedding", "regression")
 
 
 def default_cache_dir() -> Path:
@@ -32,7 +33,18 @@ class BoostConfig:
     Attributes:
         backends: candidate backends in order of preference; ``("auto",)`` means every
             registered backend that can run here. ``("native",)`` turns boosting off.
-        precision: ``fp32`` (default), or opt-in ``bf16``/``fp16`` with looser tolerances.
+        precision: ``fp32`` (default), or opt-in ``bf16``/``fp16``, or ``int8`` post-training
+            quantisation; reduced precision is accepted only when validation passes under the
+            policy in ``yellowstone.validate`` (error bound, cosine similarity, top-1 agreement).
+        task: what the outputs mean, which picks the accuracy measure for reduced precision:
+            ``classification`` (top-1 agreement), ``embedding`` (cosine similarity),
+            ``regression`` (tight error bound), or ``auto`` (top-1 on ``[batch, classes]``
+            outputs, cosine on every float output).
+        calibration: an ``.npz`` file of real inputs for int8 calibration (one array per input
+            name, samples along axis 0). Without one, ``calibration_samples`` synthetic inputs
+            are drawn like the validation inputs (uniform [0, 1] for image-like examples,
+            standard normal otherwise, token ids within the example's range) from a fixed seed.
+        calibration_samples: how many samples int8 calibration uses.
         batch_sizes: the batch sizes that will be served; validation and benchmarks cover each.
         dynamic_batch: compile with a dynamic batch dimension where the backend handles it;
             otherwise one artifact per batch size (a bucket) and requests are padded up.
@@ -49,6 +61,9 @@ class BoostConfig:
 
     backends: tuple[str, ...] = ("auto",)
     precision: str = "fp32"
+    task: str = "auto"
+    calibration: str = ""
+    calibration_samples: int = 32
     batch_sizes: tuple[int, ...] = (1,)
     dynamic_batch: bool = True
     time_budget_s: float = 1.0
@@ -74,6 +89,10 @@ class BoostConfig:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.task not in TASKS:
+            raise ConfigError(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.calibration_samples < 1:
+            raise ConfigError("calibration_samples must be at least 1")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
         if self.time_budget_s <= 0:
@@ -106,7 +125,8 @@ class BoostConfig:
             if isinstance(data.get(key), str):
                 data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
         for key, typ in (("time_budget_s", float), ("validation_rounds", int),
-                         ("max_runtime_failures", int), ("threads", int), ("workers", int)):
+                         ("max_runtime_failures", int), ("threads", int), ("workers", int),
+                         ("calibration_samples", int)):
             if key in data:
                 try:
                     data[key] = typ(data[key])
@@ -152,7 +172,8 @@ class BoostConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the options that affect compiled artifacts and decisions, JSON-friendly."""
         return {
-            "backends": list(self.backends), "precision": self.precision,
+            "backends": list(self.backends), "precision": self.precision, "task": self.task,
+            "calibration": self.calibration, "calibration_samples": self.calibration_samples,
             "batch_sizes": list(self.batch_sizes), "dynamic_batch": self.dynamic_batch,
             "options": {k: dict(v) for k, v in sorted(self.options.items())},
         }

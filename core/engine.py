@@ -5,11 +5,18 @@ size (the reference); for each candidate backend, compile (through the cache), v
 the reference, benchmark; choose the fastest valid candidate (``native`` included). A stored
 decision or a shipped artifact directory skips the search: the chosen artifact is loaded,
 checked once against the framework, and serves.
+
+Reduced precision (``bf16``, ``fp16``, ``int8``) is judged on more samples than fp32: besides
+the rounds at each batch size, every candidate runs a batch of ``ACCURACY_SAMPLES`` fresh random
+inputs, over which top-1 agreement is pooled. ``int8`` candidates calibrate on the user's
+inputs (``calibration_inputs`` or the ``calibration`` .npz) or on a synthetic set from a fixed
+seed; the calibration data is part of every int8 artifact's cache key.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -33,7 +40,7 @@ from .hardware import detect
 from .model import ModelHandle, load_model
 from .report import Candidate, Report
 from .spec import TensorSpec
-from .validate import OutputError, compare, raise_if_mismatched, weak_references
+from .validate import OutputError, compare, raise_if_mismatched, pooled_problems, weak_references
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +49,68 @@ ARTIFACT_FORMAT = 1
 ARTIFACT_JSON = "yellowstone.json"
 
 Buckets = dict[int | None, CompiledModel]  # batch size (None = dynamic) -> compiled model
+ACCURACY_SAMPLES = 64  # extra random samples each reduced-precision candidate is judged on
+CALIBRATION_SEED = 20261125  # synthetic calibration is reproducible, so its artifacts cache
+
+
+class Calibration:
+    """The int8 calibration set: named feeds of batch 1, where they came from, and a digest."""
+
+    def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]], source: str):
+        self.feeds = tuple({k: np.ascontiguousarray(v) for k, v in f.items()} for f in feeds)
+        self.source = source
+        h = hashlib.sha256()
+        for f in self.feeds:
+            for k in sorted(f):
+                h.update(k.encode())
+                h.update(str(f[k].dtype).encode())
+                h.update(str(f[k].shape).encode())
+                h.update(f[k].tobytes())
+        self.digest = h.hexdigest()[:16]
+
+
+def calibration_set(handle: ModelHandle, cfg: BoostConfig,
+                    given: Sequence[Mapping[str, Any]] = ()) -> Calibration:
+    """The user's calibration inputs (argument, else ``cfg.calibration``), else a synthetic set.
+
+    Each sample is split into batch-1 feeds. A sample that does not fit the model's inputs is a
+    configuration error, named.
+    """
+    samples: list[dict[str, np.ndarray]] = []
+    source = ""
+    if given:
+        samples = [{k: np.asarray(v) for k, v in g.items()} for g in given]
+        source = f"given: {len(samples)} input sets"
+    elif cfg.calibration:
+        path = Path(cfg.calibration).expanduser()
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                samples = [{k: data[k] for k in data.files}]
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"calibration file {path} could not be read: {exc}") from exc
+        source = f"file {path.name}"
+    if samples:
+        feeds: list[dict[str, np.ndarray]] = []
+        for sample in samples:
+            missing = [s.name for s in handle.inputs if s.name not in sample]
+            if missing:
+                raise ConfigError(f"calibration inputs lack {', '.join(missing)}; the model "
+                                  f"takes {', '.join(s.name for s in handle.inputs)}")
+            try:
+                handle.check_feeds({s.name: sample[s.name] for s in handle.inputs})
+            except BadRequestError as exc:
+                raise ConfigError(f"calibration inputs do not fit the model: {exc}") from exc
+            if handle.batched:
+                n = int(sample[handle.inputs[0].name].shape[0])
+                feeds += [{s.name: sample[s.name][i:i + 1] for s in handle.inputs} for i in range(n)]
+            else:
+                feeds.append({s.name: sample[s.name] for s in handle.inputs})
+        return Calibration(feeds[:max(cfg.calibration_samples, 1)] if not given else feeds,
+                           f"{source}, {len(feeds)} samples")
+    n = cfg.calibration_samples
+    feeds = [handle.random_feeds(batch=1 if handle.batched else None, seed=CALIBRATION_SEED + i)
+             for i in range(n)]
+    return Calibration(feeds, f"synthetic: {n} random samples (seed {CALIBRATION_SEED})")
 
 
 class BoostedModel:
@@ -160,6 +229,7 @@ def boost(
     config: BoostConfig | Mapping[str, Any] | None = None,
     input_specs: Sequence[TensorSpec] | None = None,
     sample_inputs: Sequence[Mapping[str, np.ndarray]] = (),
+    calibration_inputs: Sequence[Mapping[str, np.ndarray]] = (),
     artifact_dir: str | Path | None = None,
     progress: Progress | None = None,
     **options: Any,
@@ -173,6 +243,8 @@ def boost(
         config: a :class:`BoostConfig` or a mapping of its fields (server configuration).
         input_specs: named specs where no example is at hand (CLI ``--input``).
         sample_inputs: real inputs to validate on, besides fresh random ones.
+        calibration_inputs: real inputs to calibrate ``int8`` on (each a name -> array mapping,
+            samples along axis 0); else ``config.calibration``, else a synthetic set.
         artifact_dir: a directory ``BoostedModel.save`` wrote; used instead of compiling when it
             matches this model and host.
         progress: called with one line per step (the CLI prints these).
@@ -184,7 +256,9 @@ def boost(
     handle = load_model(model, example_inputs, input_specs=input_specs)
     hw = detect()
     sizes = list(cfg.batch_sizes) if handle.batched else [None]
+    calib = calibration_set(handle, cfg, calibration_inputs) if cfg.precision == "int8" else None
     report = Report(model=handle.name, precision=cfg.precision, fingerprint=handle.fingerprint,
+                    task=cfg.task, calibration=calib.source if calib else "",
                     hardware=hw.fingerprint,
                     batch_sizes=[b for b in sizes if b is not None] or [_example_batch(handle)],
                     inputs=[s.to_dict() for s in handle.inputs], outputs=list(handle.output_names))
@@ -208,15 +282,16 @@ def boost(
     names = _candidate_names(cfg)
     decision_key = make_key(kind="decision", model=handle.fingerprint, hardware=hw.fingerprint,
                             inputs=[s.to_dict() for s in handle.inputs], config=cfg.to_dict(),
-                            candidates=names, yellowstone=__version__)
+                            candidates=names, calibration=calib.digest if calib else "",
+                            yellowstone=__version__)
     if cache is not None:
         decision = cache.get_decision(decision_key)
         if decision is not None:
-            warm = _warm_start(decision, handle, cfg, cache, report, started, say)
+            warm = _warm_start(decision, handle, cfg, cache, report, started, say, calib)
             if warm is not None:
                 return warm
 
-    boosted = _search(handle, cfg, names, cache, report, sample_inputs, say, started)
+    boosted = _search(handle, cfg, names, cache, report, sample_inputs, say, started, calib)
     boosted.report.fallback_reason = boosted.report.fallback_reason or fallback_note
     if cache is not None and boosted.report.chosen != "native":
         chosen = boosted.report.candidate(boosted.report.chosen)
@@ -257,30 +332,43 @@ def _finish(handle: ModelHandle, compiled: Buckets | None, report: Report, cfg: 
     return BoostedModel(handle, compiled, report, cfg, dirs)
 
 
-def _artifact_key(handle: ModelHandle, backend: str, bucket: int | None, cfg: BoostConfig) -> str:
+def _artifact_key(handle: ModelHandle, backend: str, bucket: int | None, cfg: BoostConfig,
+                  calib: Calibration | None = None) -> str:
     b = get_backend(backend)
     return make_key(kind="artifact", model=handle.fingerprint, backend=backend,
                     backend_version=b.version(), hardware=detect().fingerprint,
                     inputs=[s.to_dict() for s in handle.specs_for(bucket)],
                     precision=cfg.precision, threads=cfg.effective_threads,
+                    calibration=calib.digest if calib else "",
                     options=dict(cfg.options.get(backend, {})), yellowstone=__version__)
 
 
-def _request(backend: str, bucket: int | None, cfg: BoostConfig) -> CompileRequest:
+def _request(backend: str, bucket: int | None, cfg: BoostConfig,
+             calib: Calibration | None = None) -> CompileRequest:
     return CompileRequest(batch=bucket, precision=cfg.precision, threads=cfg.effective_threads,
-                          shared=cfg.workers > 1, options=dict(cfg.options.get(backend, {})))
+                          shared=cfg.workers > 1, options=dict(cfg.options.get(backend, {})),
+                          calibration=calib.feeds if calib else ())
+
+
+def _precision_problem(backend: Any, precision: str) -> str | None:
+    """Why ``backend`` cannot serve ``precision`` here (a backend without the check: fp32 only)."""
+    check = getattr(backend, "supports_precision", None)
+    if check is None:
+        return None if precision == "fp32" else f"{backend.name} serves fp32 only"
+    return check(precision)
 
 
 def _compile_buckets(handle: ModelHandle, name: str, buckets: Sequence[int | None],
-                     cfg: BoostConfig, cache: ArtifactCache | None) -> tuple[Buckets, dict, bool]:
+                     cfg: BoostConfig, cache: ArtifactCache | None,
+                     calib: Calibration | None = None) -> tuple[Buckets, dict, bool]:
     """Compile (or load from cache) one artifact per bucket; return them, their dirs, all-hit."""
     backend = get_backend(name)
     compiled: Buckets = {}
     dirs: dict[int | None, Path] = {}
     all_hit = True
     for bucket in buckets:
-        req = _request(name, bucket, cfg)
-        key = _artifact_key(handle, name, bucket, cfg)
+        req = _request(name, bucket, cfg, calib)
+        key = _artifact_key(handle, name, bucket, cfg, calib)
 
         def build(d: Path, req: CompileRequest = req) -> CompiledModel:
             return backend.compile(handle, req, d)
@@ -327,19 +415,26 @@ def _validation_sets(handle: ModelHandle, cfg: BoostConfig, sizes: Sequence[int 
             feeds = handle.random_feeds(batch=b, seed=seed + 1000 * (b or 0) + r)
             sets.append((f"batch {b}, random round {r + 1}" if b else f"random round {r + 1}",
                          feeds, handle.run(feeds)))
+    if cfg.precision != "fp32" and handle.batched:
+        feeds = handle.random_feeds(batch=ACCURACY_SAMPLES, seed=seed + 999)
+        sets.append((f"accuracy set of {ACCURACY_SAMPLES} samples", feeds, handle.run(feeds)))
     for i, sample in enumerate(samples):
         feeds = {k: np.asarray(v) for k, v in sample.items()}
         sets.append((f"sample {i + 1}", feeds, handle.run(feeds)))
     return sets
 
 
-def _validate(name: str, handle: ModelHandle, compiled: Buckets, precision: str,
-              sets: Sequence[tuple[str, dict, list]]) -> dict[str, OutputError]:
-    errors: dict[str, OutputError] = {}
+def _validate(name: str, handle: ModelHandle, compiled: Buckets, cfg: BoostConfig,
+              sets: Sequence[tuple[str, dict, list]],
+              errors: dict[str, OutputError] | None = None) -> dict[str, OutputError]:
+    """Check ``compiled`` on every set; fill ``errors`` (also when it raises) and raise on mismatch."""
+    errors = {} if errors is None else errors
     problems: list[str] = []
     for label, feeds, ref in sets:
         got = _run_buckets(compiled, feeds, handle.batched)
-        problems += compare(handle.output_names, ref, got, precision, errors=errors, context=label)
+        problems += compare(handle.output_names, ref, got, cfg.precision, task=cfg.task,
+                            errors=errors, context=label)
+    problems += pooled_problems(errors, cfg.precision, cfg.task)
     raise_if_mismatched(name, problems)
     return errors
 
@@ -350,6 +445,8 @@ def _record_errors(cand: Candidate, errors: Mapping[str, OutputError]) -> None:
         cand.max_rel_err = max(e.max_rel_err for e in errors.values())
         tops = [e.top1_agreement for e in errors.values() if e.top1_agreement is not None]
         cand.top1_agreement = min(tops) if tops else None
+        cosines = [e.mean_cosine for e in errors.values() if e.mean_cosine is not None]
+        cand.mean_cosine = min(cosines) if cosines else None
 
 
 def _bench(cand: Candidate, run: Callable[[dict], object], handle: ModelHandle,
@@ -373,7 +470,7 @@ def _score(cand: Candidate) -> float:
 def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
             cache: ArtifactCache | None, report: Report,
             samples: Sequence[Mapping[str, np.ndarray]], say: Progress,
-            started: float) -> BoostedModel:
+            started: float, calib: Calibration | None = None) -> BoostedModel:
     sizes: list[int | None] = list(cfg.batch_sizes) if handle.batched else [None]
     say(f"{handle.name}: reference run on native at batch sizes "
         f"{', '.join(str(b) for b in report.batch_sizes)}")
@@ -398,7 +495,7 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
             if not avail.available:
                 cand.status, cand.reason = "unavailable", avail.reason
                 continue
-            why_not = backend.supports(handle)
+            why_not = backend.supports(handle) or _precision_problem(backend, cfg.precision)
             if why_not:
                 cand.status, cand.reason = "unavailable", why_not
                 continue
@@ -408,12 +505,15 @@ def _search(handle: ModelHandle, cfg: BoostConfig, names: Sequence[str],
             say(f"[{i}/{len(names)}] {name}: compiling"
                 + (f" buckets {cand.buckets}" if cand.buckets else " (dynamic batch)"))
             t0 = time.perf_counter()
-            built_now, dirs_now, hit = _compile_buckets(handle, name, buckets, cfg, cache)
+            built_now, dirs_now, hit = _compile_buckets(handle, name, buckets, cfg, cache, calib)
             cand.compile_s = round(time.perf_counter() - t0, 3)
             cand.cache = "hit" if hit else "miss"
             say(f"[{i}/{len(names)}] {name}: validating ({len(sets)} input sets)")
-            errors = _validate(name, handle, built_now, cfg.precision, sets)
-            _record_errors(cand, errors)
+            errors: dict[str, OutputError] = {}
+            try:
+                _validate(name, handle, built_now, cfg, sets, errors)
+            finally:  # a rejected candidate's errors are in the report too: what it would cost
+                _record_errors(cand, errors)
             say(f"[{i}/{len(names)}] {name}: benchmarking")
             _bench(cand, functools.partial(_run_buckets, built_now, batched=handle.batched),
                    handle, sizes, cfg.time_budget_s)
@@ -466,12 +566,12 @@ def _check_once(name: str, handle: ModelHandle, compiled: Buckets, cfg: BoostCon
     """One fresh random check against the framework before a loaded artifact serves."""
     sizes: list[int | None] = list(cfg.batch_sizes[:1]) if handle.batched else [None]
     one = BoostConfig.from_dict({"validation_rounds": 1}, base=cfg)
-    _validate(name, handle, compiled, cfg.precision, _validation_sets(handle, one, sizes, ()))
+    _validate(name, handle, compiled, cfg, _validation_sets(handle, one, sizes, ()))
 
 
 def _warm_start(decision: Mapping[str, Any], handle: ModelHandle, cfg: BoostConfig,
                 cache: ArtifactCache, report: Report, started: float,
-                say: Progress) -> BoostedModel | None:
+                say: Progress, calib: Calibration | None = None) -> BoostedModel | None:
     """Serve the stored decision's backend from cached artifacts; None means search again."""
     name = decision.get("backend", "native")
     stored = Report.from_dict(decision.get("report", {}))
@@ -492,7 +592,7 @@ def _warm_start(decision: Mapping[str, Any], handle: ModelHandle, cfg: BoostConf
     compiled: Buckets = {}
     dirs: dict[int | None, Path] = {}
     for bucket in keys:
-        key = _artifact_key(handle, name, bucket, cfg)
+        key = _artifact_key(handle, name, bucket, cfg, calib)
         path = cache.lookup(key)
         if path is None:
             say(f"{handle.name}: cached {name} artifact missing or corrupt; searching again")
@@ -511,7 +611,7 @@ def _warm_start(decision: Mapping[str, Any], handle: ModelHandle, cfg: BoostConf
         logger.warning("%s: cached %s artifact no longer matches the framework (%s); rebuilding",
                        handle.name, name, exc)
         for bucket in keys:
-            cache.discard(_artifact_key(handle, name, bucket, cfg))
+            cache.discard(_artifact_key(handle, name, bucket, cfg, calib))
         return None
     say(f"{handle.name}: cache hit: {name} loaded without compiling")
     return _finish(handle, compiled, report, cfg, started, dirs)

@@ -24,7 +24,8 @@ class Candidate:
     compile_s: float | None = None
     max_abs_err: float | None = None
     max_rel_err: float | None = None
-    top1_agreement: float | None = None
+    top1_agreement: float | None = None  # reduced precision: pooled over every validation sample
+    mean_cosine: float | None = None  # reduced precision: pooled over rows, worst output
     p50_ms: float | None = None  # at the first served batch size
     p90_ms: float | None = None
     latency_ms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)  # per batch
@@ -45,6 +46,8 @@ class Report:
     model: str
     chosen: str = "native"
     precision: str = "fp32"
+    task: str = "auto"
+    calibration: str = ""  # int8: where the calibration inputs came from
     cache: str = "miss"
     load_s: float = 0.0
     fingerprint: str = ""
@@ -87,13 +90,16 @@ class Report:
     def table(self) -> str:
         """A fixed-width table: one row per backend, one latency column per batch size."""
         sizes = self.batch_sizes
+        reduced = self.precision != "fp32"  # show what the precision costs in accuracy
         head = ["backend", "status", "compile s", "max abs err"] + \
+            (["top-1 agree", "mean cosine"] if reduced else []) + \
             [f"p50 ms b{b}" for b in sizes] + [f"p90 ms b{b}" for b in sizes] + ["reason"]
         rows = []
         for c in self.candidates:
             lat = [c.latency_ms.get(b, {}) for b in sizes]
             rows.append([
                 c.backend, c.status, _fmt(c.compile_s, ".1f"), _fmt(c.max_abs_err, ".1e"),
+                *([_fmt(c.top1_agreement, ".3f"), _fmt(c.mean_cosine, ".4f")] if reduced else []),
                 *[_fmt(x.get("p50_ms"), ".2f") for x in lat],
                 *[_fmt(x.get("p90_ms"), ".2f") for x in lat],
                 (c.reason[:90] + "...") if len(c.reason) > 93 else c.reason,
@@ -104,6 +110,8 @@ class Report:
         lines.insert(1, "  ".join("-" * w for w in widths))
         summary = (f"model {self.model}: serving on {self.chosen} ({self.precision}), "
                    f"cache {self.cache}, {self.load_s:.2f} s")
+        if self.calibration:
+            summary += f"; int8 calibration {self.calibration}"
         if self.speedup:
             summary += f", {self.speedup:.2f}x native at batch {sizes[0]}"
         if self.fallback_reason:

@@ -126,7 +126,9 @@ def random_inputs(
 
     Dynamic dims take their size from ``like`` (the user's example inputs) when given, else 1
     for the batch dim and 8 for others. Integer inputs are drawn from the range the example
-    inputs span (so token ids stay inside the vocabulary), or from [1, 10) without examples.
+    inputs span (so token ids stay inside the vocabulary), or from [1, 10) without examples. An
+    integer input whose example rows are ones then zeros (an attention mask over padding) gets
+    rows of the same form with random lengths, so random inputs look like padded sequences.
     """
     rng = np.random.default_rng(seed)
     like = like or {}
@@ -159,10 +161,24 @@ def random_inputs(
                 lo, hi = int(np.min(example)), int(np.max(example))
             else:
                 lo, hi = 1, 9
-            arr = rng.integers(lo, hi + 1, shape).astype(dtype)
+            if _is_padding_mask(example) and len(shape) >= 2:
+                lengths = rng.integers(1, shape[-1] + 1, shape[:-1])
+                arr = (np.arange(shape[-1]) < lengths[..., None]).astype(dtype)
+            else:
+                arr = rng.integers(lo, hi + 1, shape).astype(dtype)
             if arr.size and not arr.any():
                 arr.flat[0] = 1
         else:
             raise ConfigError(f"cannot make random inputs of dtype {dtype}")
         out[spec.name] = arr
     return out
+
+
+def _is_padding_mask(example: np.ndarray | None) -> bool:
+    """True when ``example`` holds 0/1 rows that are all ones then zeros (and not all ones)."""
+    if example is None or example.ndim < 2 or example.dtype.kind not in "iub" or not example.size:
+        return False
+    if not np.isin(example, (0, 1)).all():
+        return False
+    rows = example.reshape(-1, example.shape[-1]).astype(np.int8)
+    return bool(np.all(np.diff(rows, axis=1) <= 0) and rows[:, 0].all() and not rows.all())

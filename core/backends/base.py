@@ -35,11 +35,13 @@ class CompileRequest:
 
     Attributes:
         batch: the batch size to specialise for, or None for a dynamic batch dimension.
-        precision: ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
         threads: intra-op threads (0 = backend default: all cores available).
         shared: other worker processes share these cores (``BoostConfig.workers > 1``): idle
             backend threads should sleep rather than spin.
         options: this backend's entry of ``BoostConfig.options``.
+        calibration: for ``int8``, the inputs to calibrate activation ranges on (named numpy
+            feeds, batch 1 each); empty otherwise.
     """
 
     batch: int | None
@@ -47,6 +49,19 @@ class CompileRequest:
     threads: int = 0
     shared: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    calibration: tuple[Mapping[str, np.ndarray], ...] = ()
+
+    def calibration_batches(self) -> list[dict[str, np.ndarray]]:
+        """The calibration feeds shaped for this request: batch-1 feeds for a dynamic batch,
+        else groups of ``batch`` samples (the last group filled up by repeating samples)."""
+        feeds = [dict(f) for f in self.calibration]
+        if self.batch is None or self.batch == 1 or not feeds:
+            return feeds
+        out = []
+        for i in range(0, len(feeds), self.batch):
+            group = [feeds[(i + j) % len(feeds)] for j in range(self.batch)]
+            out.append({k: np.concatenate([g[k] for g in group]) for k in group[0]})
+        return out
 
 
 @runtime_checkable
@@ -81,6 +96,13 @@ class Backend(Protocol):
 
     def supports(self, model: ModelHandle) -> str | None:
         """Return None when ``model`` can be compiled, else the reason it cannot."""
+        ...
+
+    def supports_precision(self, precision: str) -> str | None:
+        """Return None when ``precision`` can run here, else the reason (checked before compiling).
+
+        Optional: a backend without this method is taken to serve ``fp32`` only.
+        """
         ...
 
     def compile(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:

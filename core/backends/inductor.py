@@ -65,6 +65,10 @@ class InductorBackend:
         """Installed torch version."""
         return distribution_version("torch") or "?"
 
+    def supports_precision(self, precision: str) -> str | None:
+        """fp32 only (quantised inductor would need PT2E export, not wired)."""
+        return None if precision == "fp32" else f"inductor serves fp32 only; {precision} is not wired"
+
     def supports(self, model: ModelHandle) -> str | None:
         """Only torch models that ``torch.export`` can trace."""
         if model.framework != "torch":

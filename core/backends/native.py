@@ -46,6 +46,10 @@ class NativeBackend:
         """Native has no version of its own."""
         return "-"
 
+    def supports_precision(self, precision: str) -> str | None:
+        """The framework as the user has it: the fp32 reference."""
+        return None if precision == "fp32" else "native is the fp32 reference"
+
     def supports(self, model: ModelHandle) -> str | None:
         """Every model runs natively."""
         return None

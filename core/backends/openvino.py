@@ -1,7 +1,13 @@
 """The ``openvino`` backend: OpenVINO Runtime, reading torch, TF and ONNX models directly.
 
 Precision is always set explicitly (``INFERENCE_PRECISION_HINT``): on CPUs with AVX512_BF16 or
-AMX OpenVINO would otherwise run bf16 silently.
+AMX OpenVINO would otherwise run bf16 silently. On a CPU without native bf16 (or fp16) OpenVINO
+would quietly run fp32 for such a hint, so those precisions are declined there, and every
+compiled model is asked which precision it actually runs.
+
+``int8`` quantises the imported model with NNCF's post-training quantisation on the calibration
+set (the transformer preset for models without convolutions), then compiles it with an fp32
+hint: the quantised layers run in int8, the rest in fp32.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from .base import Availability, CompiledModel, CompileRequest
 if TYPE_CHECKING:
     from ..model import ModelHandle
 
-_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+_TYPE_NAMES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 class OvCompiled:
@@ -74,6 +81,48 @@ class OpenVinoBackend:
         """OpenVINO imports every framework we take."""
         return None
 
+    def supports_precision(self, precision: str) -> str | None:
+        """fp32 anywhere; int8 with NNCF installed; bf16/fp16 where the CPU computes them natively."""
+        if precision == "fp32":
+            return None
+        if precision == "int8":
+            return None if module_available("nncf") else \
+                "int8 needs NNCF: pip install 'yellowstone[openvino]'"
+        from ..hardware import detect
+
+        hw = detect()
+        need = {"bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}.get(
+            precision, ())
+        if not any(hw.has(f) for f in need):
+            return (f"this CPU has no native {precision} ({' or '.join(need) or 'unknown'}); "
+                    f"OpenVINO would run fp32 instead")
+        return None
+
+    def _quantize(self, ov_model: Any, model: ModelHandle, request: CompileRequest) -> Any:
+        """NNCF post-training quantisation of ``ov_model`` on the request's calibration set."""
+        if not module_available("nncf"):
+            raise missing_extra("nncf", "openvino")
+        import nncf
+
+        batches = request.calibration_batches()
+        if not batches:
+            raise CompilationError("int8 needs calibration inputs")
+        names = [s.name for s in model.inputs]
+        port_names = [set(p.get_names()) for p in ov_model.inputs]
+        index = [next((j for j, pn in enumerate(port_names) if n in pn), i)
+                 for i, n in enumerate(names)]
+        items = [{idx: feeds[n] for n, idx in zip(names, index)} for feeds in batches]
+        convs = any(op.get_type_name() in ("Convolution", "GroupConvolution")
+                    for op in ov_model.get_ops())
+        try:
+            return nncf.quantize(
+                ov_model, nncf.Dataset(items), subset_size=len(items),
+                preset=nncf.QuantizationPreset.PERFORMANCE if convs else nncf.QuantizationPreset.MIXED,
+                model_type=None if convs else nncf.ModelType.TRANSFORMER)
+        except Exception as exc:
+            raise CompilationError(f"NNCF int8 quantisation failed: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+
     def _convert(self, model: ModelHandle, request: CompileRequest) -> Any:
         import openvino as ov
 
@@ -107,7 +156,7 @@ class OpenVinoBackend:
         return ov_model
 
     def _config(self, request: CompileRequest) -> dict[str, str]:
-        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[request.precision],
+        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[request.precision],  # int8: f32
                   "PERFORMANCE_HINT": "LATENCY"}
         if request.threads:
             config["INFERENCE_NUM_THREADS"] = str(request.threads)
@@ -120,7 +169,12 @@ class OpenVinoBackend:
             raise missing_extra("openvino", "openvino")
         import openvino as ov
 
+        why = self.supports_precision(request.precision)
+        if why:
+            raise CompilationError(why)
         ov_model = self._convert(model, request)
+        if request.precision == "int8":
+            ov_model = self._quantize(ov_model, model, request)
         ov.save_model(ov_model, str(workdir / "model.xml"), compress_to_fp16=False)
         return self.load(model, request, workdir)
 
@@ -137,4 +191,13 @@ class OpenVinoBackend:
                                           self._config(request))
         except Exception as exc:
             raise CompilationError(f"openvino could not compile for {device}: {exc}") from exc
+        wanted = _PRECISION_HINT[request.precision]
+        try:  # "<Type: 'float32'>" or "f32", depending on the version
+            runs = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        except Exception:  # noqa: BLE001 - a device that does not report it
+            runs = wanted
+        runs = runs.removeprefix("<type: '").removesuffix("'>")
+        if _TYPE_NAMES.get(runs, runs) != wanted:
+            raise CompilationError(f"openvino on {device} runs {runs}, not the requested "
+                                   f"{request.precision}")
         return OvCompiled(compiled, [s.name for s in model.inputs])

@@ -85,6 +85,11 @@ class TensorRtBackend:
         """Installed TensorRT version."""
         return distribution_version("tensorrt", "tensorrt-cu12", "tensorrt-cu13") or "?"
 
+    def supports_precision(self, precision: str) -> str | None:
+        """fp32, fp16 and bf16 builder flags; int8 would need a TensorRT calibrator (not wired)."""
+        return None if precision in ("fp32", "fp16", "bf16") else \
+            "tensorrt int8 needs a calibrator, which is not wired"
+
     def supports(self, model: ModelHandle) -> str | None:
         """Any model that converts to ONNX."""
         return None

@@ -79,6 +79,10 @@ class TvmBackend:
         """Installed TVM version."""
         return distribution_version("apache-tvm", "tvm") or "?"
 
+    def supports_precision(self, precision: str) -> str | None:
+        """fp32 only."""
+        return None if precision == "fp32" else f"tvm serves fp32 only; {precision} is not wired"
+
     def supports(self, model: ModelHandle) -> str | None:
         """TVM takes fp32 models only here."""
         return None

@@ -47,11 +47,12 @@ class NumpyModel(ModelHandle):
 
 class FakeCompiled:
     def __init__(self, model: NumpyModel, path: Path, offset: float, delay: float,
-                 batch: int | None, fail_at_run: list | None = None):
+                 batch: int | None, fail_at_run: list | None = None, noise: float = 0.0):
         data = np.load(path)
         self.w1, self.w2 = data["w1"], data["w2"]
         self.offset, self.delay, self.batch = offset, delay, batch
         self.fail_at_run = fail_at_run
+        self.noise = noise
         self.calls = 0
 
     def run(self, feeds):
@@ -64,8 +65,12 @@ class FakeCompiled:
             raise RuntimeError(f"compiled for batch {self.batch}, got {x.shape[0]}")
         if self.delay:
             time.sleep(self.delay)
-        return [np.maximum(x @ self.w1, 0) @ self.w2 + self.offset, x.sum(axis=1, keepdims=True)
-                + self.offset]
+        outs = [np.maximum(x @ self.w1, 0) @ self.w2 + self.offset,
+                x.sum(axis=1, keepdims=True) + self.offset]
+        if self.noise:  # relative error, like a reduced-precision kernel
+            rng = np.random.default_rng(self.calls)
+            outs = [o * (1 + self.noise * rng.standard_normal(o.shape)).astype(o.dtype) for o in outs]
+        return outs
 
 
 class FakeBackend:
@@ -75,12 +80,15 @@ class FakeBackend:
 
     def __init__(self, name: str, *, delay: float = 0.0, offset: float = 0.0,
                  fail_compile: bool = False, available: bool = True, dynamic_batch: bool = True,
-                 compile_log: Path | None = None, compile_sleep: float = 0.0):
+                 compile_log: Path | None = None, compile_sleep: float = 0.0,
+                 precisions: tuple[str, ...] = ("fp32",), noise: float = 0.0):
         self.name, self.delay, self.offset = name, delay, offset
         self.fail_compile, self.available = fail_compile, available
         self.dynamic_batch = dynamic_batch
         self.compile_log = compile_log
         self.compile_sleep = compile_sleep
+        self.precisions, self.noise = precisions, noise
+        self.calibrations: list[tuple] = []  # (samples, batch) of every compile's calibration set
         self.compiles = 0
         self.loads = 0
         self.fail_at_run: list | None = None
@@ -95,8 +103,14 @@ class FakeBackend:
     def supports(self, model):
         return None
 
+    def supports_precision(self, precision):
+        return None if precision in self.precisions else f"fake: no {precision}"
+
     def compile(self, model, request: CompileRequest, workdir: Path):
         self.compiles += 1
+        if request.calibration:
+            self.calibrations.append((len(request.calibration),
+                                      {k: v.shape for k, v in request.calibration[0].items()}))
         if self.compile_log is not None:
             with open(self.compile_log, "a") as fh:
                 fh.write(f"{os.getpid()} {self.name} {request.batch}\n")
@@ -113,4 +127,4 @@ class FakeBackend:
 
     def _load(self, model, request, workdir):
         return FakeCompiled(model, workdir / "weights.npz", self.offset, self.delay,
-                            request.batch, self.fail_at_run)
+                            request.batch, self.fail_at_run, self.noise)

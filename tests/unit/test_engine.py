@@ -11,6 +11,7 @@ import pytest
 import yellowstone
 from yellowstone import metrics
 from yellowstone.backends import register_backend, unregister_backend
+from yellowstone.config import BoostConfig
 from yellowstone.errors import BadRequestError, ToleranceError
 
 from .fakes import FakeBackend, NumpyModel
@@ -80,7 +81,7 @@ def test_validation_error_lists_each_output(fakes):
     compiled = {None: fakes["wrong"].compile(model, _req(), _tmp(model))}
     feeds = model.random_feeds(batch=2, seed=1)
     with pytest.raises(ToleranceError) as exc:
-        _validate("wrong", model, compiled, "fp32", [("set", feeds, model.run(feeds))])
+        _validate("wrong", model, compiled, BoostConfig(), [("set", feeds, model.run(feeds))])
     assert len(exc.value.mismatches) == 2
 
 
