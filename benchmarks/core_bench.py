@@ -115,7 +115,8 @@ def markdown(reports: list[dict], machine: str, peak: float, wall_s: float) -> s
              "output on fresh random inputs (reduced precision also on 64 more samples): max abs "
              "error, top-1 agreement (classifiers), mean cosine similarity. Roofline: FLOPs / p50 "
              f"at batch {sizes[0]}, as a share of this machine's measured fp32 GEMM peak "
-             f"({peak:.0f} GFLOP/s; int8 rows can pass 100%: that roof is fp32's). `auto/best`: the chosen backend's p50 over the fastest "
+             f"({peak:.0f} GFLOP/s; int8 rows can pass 100%: that roof is fp32's). "
+             "`auto/best`: the chosen backend's p50 over the fastest "
              "valid one's, per batch size.", ""]
     head = (["model", "precision", "backend", "status", "max abs err", "top-1", "cosine"]
             + [f"p50 ms b{b}" for b in sizes] + [f"speedup b{b}" for b in sizes]

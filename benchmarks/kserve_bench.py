@@ -5,8 +5,12 @@ their own process; one client (KServe's InferenceRESTClient) drives each in turn
 concurrency. Reports ratios (boost / plain) of p50 and p99 latency and of throughput, as JSON,
 Markdown and a PNG plot under benchmarks/results/.
 
-    python benchmarks/kserve_bench.py [--model mobilenet|resnet50|mlp] [--transport grpc|rest]
-        [--seconds 8] [--concurrency 1,4]
+    python benchmarks/kserve_bench.py [--model mobilenet|mobilenet_v3|resnet50|minilm|mlp]
+        [--transport grpc|rest] [--precision fp32|int8] [--seconds 8] [--concurrency 1,4]
+
+``minilm`` is the pretrained all-MiniLM-L6-v2 sentence encoder (sequence 128, two int64 inputs),
+sent real tokenized sentences; its model directory carries ``examples.npz`` (and, for int8,
+``calibration.npz``) through ``yellowstone.yaml``, as a user would ship them.
 
 gRPC V2 carries tensors as raw bytes that KServe hands to the model with ``np.frombuffer``.
 REST V2 with binary tensors does not stay binary inside KServe 0.21: ``InferRequest.from_bytes``
@@ -52,9 +56,9 @@ def serve_plain(model_dir: str, name: str, http_port: int, grpc_port: int, threa
             return True
 
         def predict(self, payload, headers=None):
-            x = torch.from_numpy(payload.inputs[0].as_numpy())
+            xs = [torch.from_numpy(i.as_numpy()) for i in payload.inputs]
             with torch.inference_mode():
-                y = self.module(x).numpy()
+                y = self.module(*xs).numpy()
             out = InferOutput("output", list(y.shape), "FP32")
             out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
             return InferResponse(payload.id or "1", self.name, [out])
@@ -72,26 +76,60 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_model(kind: str, out: Path) -> tuple[list[int], str]:
+def _write_model(kind: str, out: Path, precision: str) -> list[tuple[str, list[int], str]]:
+    """Write the TorchScript model (and yellowstone.yaml); return its inputs (name, shape, dtype)."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    if kind == "mobilenet":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if kind == "minilm":
+        import yaml
+
+        from benchmarks.zoo import calibration, minilm
+
+        model, _, (ids, mask) = minilm(batch=1)
+        torch.jit.trace(model, (ids, mask)).save(str(out / "model.pt"))
+        _, _, (ids4, mask4) = minilm(batch=4)
+        np.savez(out / "examples.npz", input_ids=ids4.numpy(), attention_mask=mask4.numpy())
+        config = {"inputs": ["input_ids:-1x128:int64", "attention_mask:-1x128:int64"],
+                  "examples": "examples.npz", "task": "embedding"}
+        if precision == "int8":
+            np.savez(out / "calibration.npz", **calibration("minilm")[0])
+            config["calibration"] = "calibration.npz"
+        (out / "yellowstone.yaml").write_text(yaml.safe_dump(config))
+        return [("input_ids", [1, 128], "INT64"), ("attention_mask", [1, 128], "INT64")]
+    if kind in ("mobilenet", "mobilenet_v3", "resnet50"):
         import torchvision
 
-        model, shape = torchvision.models.mobilenet_v3_small(weights=None).eval(), [1, 3, 224, 224]
-    elif kind == "resnet50":
-        import torchvision
+        from benchmarks.zoo import mobilenet_v3
 
-        model, shape = torchvision.models.resnet50(weights=None).eval(), [1, 3, 224, 224]
+        model = {"mobilenet": lambda: torchvision.models.mobilenet_v3_small(weights=None).eval(),
+                 "mobilenet_v3": lambda: mobilenet_v3()[0],
+                 "resnet50": lambda: torchvision.models.resnet50(weights=None).eval()}[kind]()
+        shape = [1, 3, 224, 224]
     else:
         model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(),
                                     torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
                                     torch.nn.Linear(1024, 10)).eval()
         shape = [1, 256]
     torch.jit.trace(model, torch.randn(*shape)).save(str(out / "model.pt"))
-    return shape, "input"
+    return [("input", shape, "FP32")]
+
+
+def _requests(kind: str, inputs: list[tuple[str, list[int], str]]) -> list[list[np.ndarray]]:
+    """16 request payloads: real tokenized sentences for MiniLM, random images otherwise."""
+    if kind == "minilm":
+        from benchmarks.zoo import CALIBRATION_SENTENCES, SENTENCES, minilm
+
+        _, tok, _ = minilm()
+        texts = (SENTENCES + CALIBRATION_SENTENCES)[::-1][:16]
+        enc = tok(texts, padding="max_length", truncation=True, max_length=128, return_tensors="np")
+        return [[enc["input_ids"][i:i + 1].astype(np.int64),
+                 enc["attention_mask"][i:i + 1].astype(np.int64)] for i in range(len(texts))]
+    rng = np.random.default_rng(0)
+    return [[rng.standard_normal(shape).astype(np.float32) for _, shape, _ in inputs]
+            for _ in range(16)]
 
 
 def _wait_ready(port: int, name: str, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -110,8 +148,9 @@ def _wait_ready(port: int, name: str, proc: subprocess.Popen, timeout: float = 6
     raise RuntimeError(f"{name} not ready after {timeout} s")
 
 
-async def _drive(port: int, grpc_port: int, protocol: str, name: str, shape: list[int],
-                 input_name: str, concurrency: int, seconds: float) -> dict:
+async def _drive(port: int, grpc_port: int, protocol: str, name: str,
+                 inputs: list[tuple[str, list[int], str]], payloads: list[list[np.ndarray]],
+                 concurrency: int, seconds: float) -> dict:
     from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
     if protocol == "grpc":
@@ -127,13 +166,13 @@ async def _drive(port: int, grpc_port: int, protocol: str, name: str, shape: lis
         async def infer(req: InferRequest):
             return await rest_client.infer(base, req, model_name=name)
         client = rest_client
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(16)]
-
     def request(i: int) -> InferRequest:
-        inp = InferInput(input_name, shape, "FP32")
-        inp.set_data_from_numpy(xs[i % len(xs)])
-        return InferRequest(name, [inp])
+        tensors = []
+        for (input_name, shape, dtype), x in zip(inputs, payloads[i % len(payloads)]):
+            inp = InferInput(input_name, shape, dtype)
+            inp.set_data_from_numpy(x)
+            tensors.append(inp)
+        return InferRequest(name, tensors)
 
     for i in range(5):  # warm-up
         await infer(request(i))
@@ -159,7 +198,9 @@ async def _drive(port: int, grpc_port: int, protocol: str, name: str, shape: lis
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="mobilenet", choices=("mobilenet", "resnet50", "mlp"))
+    ap.add_argument("--model", default="mobilenet",
+                    choices=("mobilenet", "mobilenet_v3", "resnet50", "minilm", "mlp"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     ap.add_argument("--transport", default="grpc", choices=("grpc", "rest"))  # KServe owns --protocol
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", default="1,4")
@@ -175,7 +216,10 @@ def main() -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="kserve-bench-"))
-    shape, input_name = _write_model(args.model, work / "models")
+    inputs = _write_model(args.model, work / "models", args.precision)
+    payloads = _requests(args.model, inputs)
+    specs = [f"--input={n}:{'x'.join(map(str, shape))}:{dt.lower().replace('fp', 'float')}"
+             for n, shape, dt in inputs] if args.model != "minilm" else []  # minilm: yaml
     env = dict(os.environ, YELLOWSTONE_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
     procs = {}
     ports = {"plain": _free_port(), "boost": _free_port()}
@@ -190,7 +234,7 @@ def main() -> int:
          "--model_dir", str(work / "models"), "--http_port", str(ports["boost"]),
          "--grpc_port", str(grpc_ports["boost"]),
          "--enable_latency_logging", "false", "--backends", args.backends,
-         f"--input={input_name}:{'x'.join(map(str, shape))}:float32"],
+         "--precision", args.precision, *specs],
         stdout=logs["boost"], stderr=subprocess.STDOUT, env=env)
     rows = []
     try:
@@ -200,8 +244,8 @@ def main() -> int:
                         for line in (work / "boost.log").read_text().splitlines()
                         if "ready on " in line), "?")
         for c in [int(v) for v in args.concurrency.split(",")]:
-            res = {k: asyncio.run(_drive(ports[k], grpc_ports[k], args.transport, k, shape,
-                                         input_name, c, args.seconds))
+            res = {k: asyncio.run(_drive(ports[k], grpc_ports[k], args.transport, k, inputs,
+                                         payloads, c, args.seconds))
                    for k in ("plain", "boost")}
             rows.append({"concurrency": c, "plain": res["plain"], "boost": res["boost"],
                          "p50_ratio": res["boost"]["p50_ms"] / res["plain"]["p50_ms"],
@@ -214,16 +258,19 @@ def main() -> int:
         for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=30)
-    result = {"benchmark": "kserve", "model": args.model, "input_shape": shape,
+    result = {"benchmark": "kserve", "model": args.model, "precision": args.precision,
+              "inputs": [{"name": n, "shape": sh, "datatype": dt} for n, sh, dt in inputs],
               "boost_backend": backend, "backends_tried": args.backends,
               "seconds_per_point": args.seconds, "protocol": PROTOCOLS[args.transport],
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "loadavg_at_end": os.getloadavg()},
               "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"kserve_bench_{args.model}_{args.transport}"
+    stem = RESULTS / (f"kserve_bench_{args.model}_{args.transport}"
+                      + ("" if args.precision == "fp32" else f"_{args.precision}"))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    md = [f"# KServe: plain kserve.Model vs yellowstone boost predictor ({args.model})", "",
+    md = [f"# KServe: plain kserve.Model vs yellowstone boost predictor ({args.model}, "
+          f"{args.precision})", "",
           f"Same TorchScript model, {result['protocol']} with KServe's own client, "
           f"{args.seconds:.0f} s per point, both servers on one {os.cpu_count()}-core machine, "
           f"measured one after the other in one run; boost served on **{backend}**. Ratios are "
@@ -254,7 +301,8 @@ def main() -> int:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(xs, labels)
         ax.set_ylabel("boost / plain")
-        ax.set_title(f"KServe boost vs plain ({args.model}, {args.transport}, {backend})")
+        ax.set_title(f"KServe boost vs plain ({args.model} {args.precision}, {args.transport}, "
+                     f"{backend})")
         ax.legend()
         fig.tight_layout()
         fig.savefig(stem.with_suffix(".png"), dpi=120)

@@ -1,6 +1,7 @@
 """TorchServe: stock image_classifier vs the yellowstone boost handler, same model, over HTTP.
 
-    python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80]
+    python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80] [--workers N]
+        [--precision fp32|int8]
 
 Starts TorchServe twice, one after the other (stock handler, then boost handler), serving the
 same torchvision model (random weights) through the built-in image_classifier; sends JPEGs made
@@ -55,6 +56,15 @@ def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
             "p99_ms": round(percentile(lat, 99), 2), "throughput_rps": round(n / wall, 2)}
 
 
+def served_backend(server: Server, name: str) -> str:
+    """The backend the boost handler reports in the model's customized metadata."""
+    info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
+                        timeout=60).json()[0]
+    meta = info.get("customizedMetadata")
+    meta = json.loads(meta) if isinstance(meta, str) else meta
+    return (meta or {}).get("yellowstone", {}).get("backend", "torch (stock)")
+
+
 def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
                env: dict | None = None) -> dict:
     server = Server(work / f"server-{label}", work / "store", f"{name}={name}.mar",
@@ -68,12 +78,8 @@ def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
         for img in images * 2:  # warm-up
             requests.post(url, data=img, timeout=300)
         runs = [load(url, images, c, n) for c in (1, 4)]
-        info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
-                            timeout=60).json()[0]
-        meta = info.get("customizedMetadata")
-        meta = json.loads(meta) if isinstance(meta, str) else meta
-        backend = (meta or {}).get("yellowstone", {}).get("backend", "torch (stock)")
-        return {"handler": label, "backend": backend, "ready_s": round(ready_s, 1),
+        return {"handler": label, "backend": served_backend(server, name),
+                "ready_s": round(ready_s, 1),
                 "runs": runs, "answers": answers}
     finally:
         server.stop()
@@ -123,6 +129,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=80, help="requests per concurrency level")
     ap.add_argument("--workers", type=int, default=0,
                     help="TorchServe workers (default: one per core, TorchServe's own default)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
+                    help="the boost handler's precision (int8 serves only if it validates)")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ys-ts-bench-"))
@@ -131,7 +139,8 @@ def main() -> None:
     workers = args.workers or cores
     share = max(1, cores // workers)
     build_archive(args.arch, work, boost=False, name="stock", workers=workers)
-    build_archive(args.arch, work, boost=True, precompile=True, name="boost", workers=workers)
+    build_archive(args.arch, work, boost=True, precompile=True, name="boost", workers=workers,
+                  precision=args.precision)
     stock = run_server("stock", "stock", work, images, args.requests)
     # What a careful TorchServe user does by hand: one share of the cores per worker.
     tuned = run_server("stock_tuned", "stock", work, images, args.requests,
@@ -146,7 +155,8 @@ def main() -> None:
                        "p50_speedup_vs_tuned": round(t["p50_ms"] / b["p50_ms"], 2),
                        "throughput_ratio_vs_tuned": round(b["throughput_rps"]
                                                           / t["throughput_rps"], 2)})
-    result = {"model": args.arch, "weights": "random (weights=None)", "workers": workers,
+    result = {"model": args.arch, "precision": args.precision, "weights": "random (weights=None)",
+              "workers": workers,
               "cores": cores, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "loadavg_at_end": os.getloadavg(),
               "max_top5_prob_diff": compare_answers(stock.pop("answers"), boost.pop("answers")),
@@ -154,10 +164,13 @@ def main() -> None:
     tuned.pop("answers")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"torchserve_{args.arch}"
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+    stem = out / f"torchserve_{args.arch}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    lines = [f"# TorchServe: {args.arch}, stock image_classifier vs boost handler", "",
-             f"Boost handler backend: **{boost['backend']}**; {workers} workers on {cores} cores "
+    lines = [f"# TorchServe: {args.arch}, stock image_classifier vs boost handler "
+             f"({args.precision})", "",
+             f"Boost handler backend: **{boost['backend']}** ({args.precision} asked); "
+             f"{workers} workers on {cores} cores "
              f"(TorchServe's default is one per core); {args.requests} requests per level; JPEG "
              "inputs through image_classifier's own preprocessing. Max top-5 probability "
              f"difference: {result['max_top5_prob_diff']:.2e}. *stock*: as TorchServe runs it "

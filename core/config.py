@@ -53,9 +53,11 @@ class BoostConfig:
         cache: use the content-addressed cache; ``cache_dir`` says where.
         max_runtime_failures: after this many failed compiled calls the model stays on native.
         threads: intra-op threads for backends (0 = derive from ``workers``).
-        workers: server worker processes sharing this host's cores (TorchServe workers, KServe
-            replicas per node). With ``threads=0`` each backend gets ``cores // workers``
-            threads, so N workers do not oversubscribe the cores.
+        workers: server worker processes sharing this process's cores (TorchServe workers,
+            KServe's uvicorn workers in one pod). With ``threads=0`` each backend gets
+            ``cores // workers`` threads, so N workers do not oversubscribe the cores. "Cores"
+            honours a cgroup CPU quota: each KServe replica is a pod whose CPU limit, not the
+            node's core count, sizes its threads.
         options: backend-specific options, ``{"openvino": {...}, "tvm": {...}}``.
     """
 
@@ -155,14 +157,18 @@ class BoostConfig:
 
     @property
     def effective_threads(self) -> int:
-        """Threads per backend: ``threads``, else cores // workers (0 = backend default)."""
+        """Threads per backend: ``threads``, else cores // workers, else the pod's CPU limit.
+
+        With one worker and no CPU quota below the affinity mask, 0: the backend's own default.
+        """
         if self.threads:
             return self.threads
-        if self.workers > 1:
-            from .hardware import available_cores
+        from . import hardware
 
-            return max(1, available_cores() // self.workers)
-        return 0
+        cores = hardware.available_cores()
+        if self.workers > 1:
+            return max(1, cores // self.workers)
+        return cores if cores < hardware.affinity_cores() else 0
 
     @property
     def killed(self) -> bool:

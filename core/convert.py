@@ -80,6 +80,8 @@ def _torch_legacy_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Pa
     import torch
 
     feeds = model.example_feeds
+    if dynamic_batch and model.batched:  # trace at batch 2: a size-1 dim would be baked in
+        feeds = model.random_feeds(batch=2, seed=0)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in model.inputs)
     axes = None
     if dynamic_batch:

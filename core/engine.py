@@ -40,7 +40,7 @@ from .hardware import detect
 from .model import ModelHandle, load_model
 from .report import Candidate, Report
 from .spec import TensorSpec
-from .validate import OutputError, compare, raise_if_mismatched, pooled_problems, weak_references
+from .validate import OutputError, compare, pooled_problems, raise_if_mismatched, weak_references
 
 logger = logging.getLogger(__name__)
 
@@ -347,7 +347,8 @@ def _request(backend: str, bucket: int | None, cfg: BoostConfig,
              calib: Calibration | None = None) -> CompileRequest:
     return CompileRequest(batch=bucket, precision=cfg.precision, threads=cfg.effective_threads,
                           shared=cfg.workers > 1, options=dict(cfg.options.get(backend, {})),
-                          calibration=calib.feeds if calib else ())
+                          calibration=calib.feeds if calib else (),
+                          cache_dir=cfg.cache_dir if cfg.cache else None)
 
 
 def _precision_problem(backend: Any, precision: str) -> str | None:

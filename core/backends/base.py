@@ -42,6 +42,8 @@ class CompileRequest:
         options: this backend's entry of ``BoostConfig.options``.
         calibration: for ``int8``, the inputs to calibrate activation ranges on (named numpy
             feeds, batch 1 each); empty otherwise.
+        cache_dir: the compile cache's directory, where a backend may keep state shared across
+            models (TVM's tuning records); None when caching is off.
     """
 
     batch: int | None
@@ -50,10 +52,14 @@ class CompileRequest:
     shared: bool = False
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     calibration: tuple[Mapping[str, np.ndarray], ...] = ()
+    cache_dir: Path | None = None
 
     def calibration_batches(self) -> list[dict[str, np.ndarray]]:
-        """The calibration feeds shaped for this request: batch-1 feeds for a dynamic batch,
-        else groups of ``batch`` samples (the last group filled up by repeating samples)."""
+        """The calibration feeds shaped for this request.
+
+        Batch-1 feeds for a dynamic batch, else groups of ``batch`` samples (the last group
+        filled up by repeating samples).
+        """
         feeds = [dict(f) for f in self.calibration]
         if self.batch is None or self.batch == 1 or not feeds:
             return feeds

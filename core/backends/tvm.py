@@ -1,13 +1,28 @@
 """The ``tvm`` backend: Apache TVM Relax, built for the host CPU (llvm) or CUDA when a GPU exists.
 
-Imports ``torch.export`` programs directly and everything else through ONNX. Untuned: tuning
-with MetaSchedule is opt-in (``options={"tvm": {"tune_trials": N}}``) because it takes minutes.
+Imports ``torch.export`` programs directly and everything else through ONNX. Untuned by default
+(DLight's generic schedules); MetaSchedule tuning on the CPU is opt-in, ``options={"tvm":
+{"tune_trials": N}}`` (N measured trials over all of the model's kernels), because it takes
+minutes.
+
+Tuning records live beside the compile cache, in ``<cache_dir>/tvm-tuning/<target>/``, one
+MetaSchedule JSON database per target. Its workloads are keyed by the structural hash of each
+fused kernel, so they are content-addressed: a kernel already tuned for any model (the same
+convolution in another ResNet, the same matmul shape in another encoder) is not tuned again,
+and a second model that shares layers with the first tunes only what is new. The search uses a
+random cost model (MetaSchedule's XGBoost model would need ``xgboost``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
+import json
+import logging
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +35,8 @@ from .base import Availability, CompiledModel, CompileRequest
 
 if TYPE_CHECKING:
     from ..model import ModelHandle
+
+logger = logging.getLogger(__name__)
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -149,12 +166,59 @@ class TvmBackend:
                                                     dlight.gpu.GeneralReduction(),
                                                     dlight.gpu.Fallback()),
                     ])(mod)
-            ex = tvm.compile(mod, target=target)
+            trials = int(request.options.get("tune_trials", 0))
+            if trials > 0 and device == "cpu":
+                ex = self._tuned_build(mod, target, trials, request, workdir)
+            else:
+                ex = tvm.compile(mod, target=target)
             ex.export_library(str(workdir / "model.so"))
         except Exception as exc:
             raise CompilationError(f"tvm build failed: {type(exc).__name__}: {exc}") from exc
         (workdir / "device").write_text(device)
         return self.load(model, request, workdir)
+
+    def _tuned_build(self, mod: Any, target: Any, trials: int, request: CompileRequest,
+                     workdir: Path) -> Any:
+        """Tune the kernels the records lack with MetaSchedule, then build with the records.
+
+        The steps of TVM's ``static_shape_tuning`` pipeline, with the tuning split out so that
+        kernels already in the records are not tuned again.
+        """
+        import tvm
+        from tvm import relax
+        from tvm.s_tir import meta_schedule as ms
+
+        tdir = tuning_dir(request, target)
+        tdir.mkdir(parents=True, exist_ok=True)
+        with target:
+            mod = tvm.transform.Sequential([
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.get_pipeline("zero"),
+            ])(mod)
+        with _flock(tdir / ".lock"):  # one process tunes a target's records at a time
+            db = ms.database.JSONDatabase(work_dir=str(tdir), module_equality="structural")
+            tasks = ms.relax_integration.extract_tasks(mod, target)
+            todo = [t for t in tasks if not _has_record(db, t, target)]
+            logger.info("tvm: %d kernels, %d with tuning records already, tuning %d with %d "
+                        "trials", len(tasks), len(tasks) - len(todo), len(todo), trials)
+            started = time.perf_counter()
+            if todo:
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    todo, work_dir=str(tdir), num_threads=request.threads or "physical", seed=0)
+                ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(tdir),
+                                   max_trials_global=trials, num_trials_per_iter=min(64, trials),
+                                   builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=120),
+                                   database=db, cost_model="random")
+            still = [t for t in todo if not _has_record(db, t, target)]
+            (workdir / "tuning.json").write_text(json.dumps({
+                "kernels": len(tasks), "reused": len(tasks) - len(todo),
+                "tuned": len(todo) - len(still), "untuned": len(still),
+                "trials": trials if todo else 0, "tune_s": round(time.perf_counter() - started, 1),
+                "records": str(tdir)}))
+            with target:
+                mod = relax.transform.MetaScheduleApplyDatabase(str(tdir))(mod)
+        return tvm.compile(mod, target=target)
 
     def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
         """Load ``model.so`` from ``workdir``."""
@@ -168,3 +232,29 @@ class TvmBackend:
             raise CompilationError(f"tvm could not load the library: {exc}") from exc
         device = (workdir / "device").read_text().strip() if (workdir / "device").exists() else "cpu"
         return TvmCompiled(lib, [s.name for s in model.inputs], device)
+
+
+def tuning_dir(request: CompileRequest, target: Any) -> Path:
+    """Where the tuning records for ``target`` live: beside the compile cache."""
+    from ..config import default_cache_dir
+
+    root = Path(request.options.get("tuning_dir") or request.cache_dir or default_cache_dir())
+    key = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    return root / "tvm-tuning" / key
+
+
+def _has_record(db: Any, task: Any, target: Any) -> bool:
+    """True when ``db`` holds a measured schedule for the task's kernel."""
+    kernel = task.dispatched[0]
+    return bool(db.has_workload(kernel)
+                and db.query_tuning_record(kernel, target, task.task_name) is not None)
+
+
+@contextlib.contextmanager
+def _flock(path: Path):
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

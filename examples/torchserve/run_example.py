@@ -53,7 +53,8 @@ def make_jpeg(seed: int = 0) -> bytes:
 
 
 def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = False,
-                  batch_size: int = 1, name: str | None = None, workers: int | None = None) -> str:
+                  batch_size: int = 1, name: str | None = None, workers: int | None = None,
+                  precision: str = "fp32") -> str:
     """Archive the model with the stock image_classifier or the boost handler; return its name."""
     import subprocess
 
@@ -76,7 +77,8 @@ def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = Fals
     argv = ["--model-name", name, "--serialized-file", str(weights),
             "--model-file", str(model_file), "--handler", "image_classifier",
             "--config-file", str(config), "--input-shape", "1,3,224,224",
-            "--backends", "onnxruntime,openvino", "--export-path", str(store), "--force", "-q"]
+            "--backends", "onnxruntime,openvino", "--export-path", str(store), "--force", "-q",
+            "--precision", precision, "--task", "classification"]
     if precompile:
         argv.append("--precompile")
     if archive_main(argv) != 0:

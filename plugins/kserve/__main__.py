@@ -17,8 +17,8 @@ from typing import Any
 logger = logging.getLogger("yellowstone.plugins.kserve")
 
 # Our flags that map 1:1 onto BoostConfig fields (None = not given: yaml/env/default decide).
-_BOOST_FLAGS = ("backends", "precision", "batch_sizes", "time_budget_s", "validation_rounds",
-                "threads", "cache_dir")
+_BOOST_FLAGS = ("backends", "precision", "task", "calibration", "batch_sizes", "time_budget_s",
+                "validation_rounds", "threads", "cache_dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "TorchScript models need them")
     parser.add_argument("--backends", default=None,
                         help="candidate backends, comma-separated (default: auto)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"))
+    parser.add_argument("--task", default=None,
+                        choices=("auto", "classification", "embedding", "regression"),
+                        help="what the outputs mean: the accuracy measure for bf16/fp16/int8")
+    parser.add_argument("--calibration", default=None, metavar="FILE.npz",
+                        help="real inputs to calibrate int8 on (one array per input name)")
     parser.add_argument("--batch_sizes", default=None, help="served batch sizes, e.g. 1,8")
     parser.add_argument("--time_budget_s", default=None, type=float,
                         help="benchmark time per candidate and batch size")

@@ -8,7 +8,11 @@ KServe's storage initializer copies ``storageUri`` to ``/mnt/models``. What may 
 - optionally a yellowstone artifact directory (any directory holding ``yellowstone.json``, as
   ``BoostedModel.save`` / ``yellowstone compile --out`` wrote it);
 - optionally ``yellowstone.yaml``: ``inputs`` (``NAME:SHAPE[:DTYPE]`` strings or mappings, needed
-  by TorchScript models), ``signature`` (SavedModel) and any :class:`yellowstone.BoostConfig` field.
+  by TorchScript models), ``signature`` (SavedModel), ``examples`` (an ``.npz`` of real inputs,
+  one array per input name: validation runs on them too, and random inputs are drawn like them,
+  e.g. token ids in their range and attention masks over padding) and any
+  :class:`yellowstone.BoostConfig` field. Relative paths (``examples``, ``calibration``) are
+  relative to the model directory.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ ARTIFACT_MARKER = "yellowstone.json"
 CONFIG_NAMES = ("yellowstone.yaml", "yellowstone.yml")
 MODEL_SUFFIXES = {".onnx": "onnx", ".pt2": "torch.export", ".pt": "torchscript",
                   ".pth": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
-PLUGIN_KEYS = ("inputs", "signature")
+PLUGIN_KEYS = ("inputs", "signature", "examples")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,6 +57,7 @@ class ModelOptions:
 
     inputs: tuple[TensorSpec, ...] = ()
     signature: str = "serving_default"
+    examples: Path | None = None
     boost: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -173,11 +178,32 @@ def read_options(layout: ModelLayout) -> ModelOptions:
     if not isinstance(inputs, list):
         raise ConfigError(f"{layout.config_file}: 'inputs' must be a list")
     signature = str(data.pop("signature", "serving_default"))
+    here = layout.config_file.parent
+    examples = data.pop("examples", None)
+    if examples is not None:
+        examples = here / str(examples)
+        if not examples.is_file():
+            raise ConfigError(f"{layout.config_file}: examples file {examples} does not exist")
+    if data.get("calibration"):
+        data["calibration"] = str(here / str(data["calibration"]))
     from yellowstone import BoostConfig
 
     BoostConfig.from_dict(data)  # fail at load, naming the bad key and listing the valid ones
     return ModelOptions(inputs=parse_inputs(inputs, str(layout.config_file)),
-                        signature=signature, boost=data)
+                        signature=signature, examples=examples, boost=data)
+
+
+def read_examples(path: Path | None) -> dict[str, Any] | None:
+    """The named example arrays of an ``examples`` .npz, or None."""
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"examples file {path} could not be read: {exc}") from exc
 
 
 def artifact_inputs(artifact_dir: Path | None) -> tuple[TensorSpec, ...]:

@@ -21,7 +21,7 @@ from yellowstone.errors import BadRequestError, YellowstoneError
 from yellowstone.spec import TensorSpec
 
 from . import codec
-from .layout import ModelLayout, artifact_inputs, read_options, resolve_layout
+from .layout import ModelLayout, artifact_inputs, read_examples, read_options, resolve_layout
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,12 @@ class BoostModel(kserve.Model):
         logger.info("%s: boosting %s (%s)%s", self.name, layout.model_path, layout.form,
                     f" with artifacts from {layout.artifact_dir}" if layout.artifact_dir else "")
         model: Any = str(layout.model_path)
+        examples = read_examples(opts.examples)
         if layout.form == "saved_model" and opts.signature != "serving_default":
-            model = yellowstone.load_model(model, input_specs=specs or None,
+            model = yellowstone.load_model(model, examples, input_specs=specs or None,
                                            signature=opts.signature)
-        boosted = yellowstone.boost(model, config=opts.boost, input_specs=specs or None,
+        boosted = yellowstone.boost(model, examples, config=opts.boost, input_specs=specs or None,
+                                    sample_inputs=[examples] if examples else (),
                                     artifact_dir=layout.artifact_dir, **self.options)
         self.layout, self.boosted = layout, boosted
         self._output_meta = self._probe_outputs()

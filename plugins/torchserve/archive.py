@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config file has it")
     g.add_argument("--input-dtype", default=None)
     g.add_argument("--backends", default=None, help="e.g. onnxruntime,openvino")
-    g.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"])
+    g.add_argument("--task", default=None,
+                   choices=["auto", "classification", "embedding", "regression"],
+                   help="what the outputs mean: the accuracy measure for bf16/fp16/int8")
     g.add_argument("--batch-sizes", default=None, help="e.g. 1,8 (default: 1 and batchSize)")
     g.add_argument("--time-budget", type=float, default=None, metavar="S")
     g.add_argument("--cache-dir", default=None, help="compile cache shared by the workers")
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _section_from_args(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
     section = dict(config.get(SECTION) or {})
     overrides = {"input_shape": args.input_shape, "input_dtype": args.input_dtype,
-                 "backends": args.backends, "precision": args.precision,
+                 "backends": args.backends, "precision": args.precision, "task": args.task,
                  "batch_sizes": args.batch_sizes, "time_budget_s": args.time_budget,
                  "cache_dir": args.cache_dir}
     section.update({k: v for k, v in overrides.items() if v is not None})

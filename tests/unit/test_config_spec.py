@@ -96,3 +96,35 @@ def test_workers_split_the_cores(monkeypatch):
     assert BoostConfig().effective_threads == 0  # one worker: the backend's own default
     with pytest.raises(ConfigError):
         BoostConfig(workers=0)
+
+
+@pytest.mark.parametrize("files, want", [
+    ({"cpu.max": "150000 100000\n"}, 2),  # cgroup v2: 1.5 CPUs -> 2 threads
+    ({"cpu.max": "100000 100000\n"}, 1),
+    ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity mask decides
+    ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, 3),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, None),
+    ({}, None),
+])
+def test_cores_follow_the_pod_cpu_limit(tmp_path, files, want):
+    import os
+
+    import yellowstone.hardware as hw
+
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert hw._cgroup_cpu_quota(str(tmp_path)) == want
+    assert hw.available_cores(str(tmp_path)) == (min(affinity, want) if want else affinity)
+
+
+def test_a_pod_cpu_limit_sets_threads_even_for_one_worker(monkeypatch):
+    import yellowstone.hardware as hw
+
+    monkeypatch.setattr(hw, "available_cores", lambda: 2)  # a 2-CPU limit ...
+    monkeypatch.setattr(hw, "affinity_cores", lambda: 64)  # ... on a 64-core node
+    assert BoostConfig().effective_threads == 2
+    assert BoostConfig(workers=2).effective_threads == 1
+    monkeypatch.setattr(hw, "affinity_cores", lambda: 2)  # no limit: the backend's own default
+    assert BoostConfig().effective_threads == 0
