@@ -99,14 +99,18 @@ def measured_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-_NOT_APPLICABLE = ("not installed", "left out of auto", "compiles torch models only")
+# Rows left out of the tables: not installed here, not a candidate for the model, or a precision
+# the backend never offers (the table's header says which backends take which precision).
+_NOT_APPLICABLE = ("not installed", "left out of auto", "compiles torch models only",
+                   "serves fp32 only", "serves fp32 and int8")
 
 
 def _cell(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def markdown(reports: list[dict], machine: str, peak: float, wall_s: float) -> str:
+def markdown(reports: list[dict], machine: str, peak: float, wall_s: float,
+             auto_table: bool = True) -> str:
     """The README tables: one row per model, precision and backend that ran."""
     sizes = reports[0]["batch_sizes"] if reports else [1]
     lines = [f"Machine: {machine}. Suite wall time {wall_s / 60:.1f} min. p50 over a time budget "
@@ -117,7 +121,8 @@ def markdown(reports: list[dict], machine: str, peak: float, wall_s: float) -> s
              f"at batch {sizes[0]}, as a share of this machine's measured fp32 GEMM peak "
              f"({peak:.0f} GFLOP/s; int8 rows can pass 100%: that roof is fp32's). "
              "`auto/best`: the chosen backend's p50 over the fastest "
-             "valid one's, per batch size.", ""]
+             "valid one's, per batch size. int8 runs on onnxruntime and openvino; bf16 only on "
+             "openvino (and TensorRT) where the CPU has it; inductor and TVM serve fp32.", ""]
     head = (["model", "precision", "backend", "status", "max abs err", "top-1", "cosine"]
             + [f"p50 ms b{b}" for b in sizes] + [f"speedup b{b}" for b in sizes]
             + ["GFLOP/s", "% of peak"])
@@ -144,6 +149,8 @@ def markdown(reports: list[dict], machine: str, peak: float, wall_s: float) -> s
             row += [f"{nat[b] / lat[b]:.2f}x" if lat.get(b) and nat.get(b) else "-" for b in sizes]
             row += [_cell(rate, ".0f"), "-" if rate is None else f"{100 * rate / peak:.0f}%"]
             lines.append("| " + " | ".join(row) + " |")
+    if not auto_table:
+        return "\n".join(lines) + "\n"
     lines += ["", "Auto choice against the best single backend (same run):", "",
               "| model | precision | chosen | " + " | ".join(f"auto/best b{b}" for b in sizes) + " |",
               "|---|---|---|" + "---|" * len(sizes)]
@@ -203,6 +210,23 @@ def plot_model(name: str, reports: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def render(out: Path) -> str:
+    """Write core_bench.md and the per-model plots from core_bench.json; return the tables."""
+    data = json.loads((out / "core_bench.json").read_text())
+    reports, machine, peak, wall = (data["reports"], data["machine"], data["peak_gflops"],
+                                    data["wall_s"])
+    for name in dict.fromkeys(r["model"] for r in reports):
+        plot_model(name, [r for r in reports if r["model"] == name and r["run_backends"] != "tvm"],
+                   out / f"core_bench_{name}.png")
+    table = markdown([r for r in reports if r["run_backends"] != "tvm"], machine, peak, wall)
+    tvm_reports = [r for r in reports if r["run_backends"] == "tvm"]
+    if tvm_reports:
+        table += "\nTVM (untuned, fp32, batch 1; not in `auto`):\n\n" + "\n".join(
+            markdown(tvm_reports, machine, peak, wall, auto_table=False).split("\n")[2:])
+    (out / "core_bench.md").write_text(table)
+    return table
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="resnet50,mobilenet_v3,minilm,keras_cnn")
@@ -214,7 +238,12 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--render", action="store_true",
+                   help="only redraw the tables and plots from the saved core_bench.json")
     args = p.parse_args()
+    if args.render:
+        render(Path(args.out))
+        return 0
     if args.child:
         name, precision, backends = args.child
         one_run(name, precision, backends, args.batch_sizes, args.time_budget,
@@ -252,20 +281,11 @@ def main() -> int:
         tmp.unlink()
         rep["run_backends"] = backends
         reports.append(rep)
-    for name in dict.fromkeys(r["model"] for r in reports):
-        plot_model(name, [r for r in reports if r["model"] == name and r["run_backends"] != "tvm"],
-                   out / f"core_bench_{name}.png")
     wall = time.perf_counter() - started
-    main_reports = [r for r in reports if r["run_backends"] != "tvm"]
-    tvm_reports = [r for r in reports if r["run_backends"] == "tvm"]
-    table = markdown(main_reports, machine, peak, wall)
-    if tvm_reports:
-        table += "\nTVM (untuned, fp32, batch 1; not in `auto`):\n\n" + "\n".join(
-            markdown(tvm_reports, machine, peak, wall).split("\n")[2:])
     (out / "core_bench.json").write_text(json.dumps(
         {"machine": machine, "peak_gflops": round(peak, 1), "wall_s": round(wall, 1),
          "loadavg_at_end": os.getloadavg(), "reports": reports}, indent=1))
-    (out / "core_bench.md").write_text(table)
+    table = render(out)
     print(table)
     return 0
 

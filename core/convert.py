@@ -86,7 +86,7 @@ def _torch_legacy_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Pa
     axes = None
     if dynamic_batch:
         axes = {n: {0: "batch"} for n in [s.name for s in model.inputs] + list(model.output_names)}
-    torch.onnx.export(model.module, args, str(out), dynamo=False,  # type: ignore[attr-defined]
+    torch.onnx.export(model.module_copy(), args, str(out), dynamo=False,  # type: ignore[attr-defined]
                       input_names=[s.name for s in model.inputs],
                       output_names=list(model.output_names), dynamic_axes=axes,
                       opset_version=17)

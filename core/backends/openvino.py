@@ -135,7 +135,8 @@ class OpenVinoBackend:
                 import torch
 
                 example = tuple(torch.from_numpy(model.example_feeds[s.name]) for s in model.inputs)
-                ov_model = ov.convert_model(model.module, example_input=example)  # type: ignore[attr-defined]
+                ov_model = ov.convert_model(model.module_copy(),  # type: ignore[attr-defined]
+                                            example_input=example)
             elif model.framework == "torch":
                 ov_model = ov.convert_model(model.exported_program(dynamic_batch=dynamic))  # type: ignore[attr-defined]
             else:
