@@ -191,7 +191,13 @@ async def _drive(port: int, grpc_port: int, protocol: str, name: str,
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     wall = time.perf_counter() - t0
     await client.close()
-    lat = np.array(latencies)
+    return {"latencies": latencies, "wall_s": wall}
+
+
+def _summary(parts: list[dict]) -> dict:
+    """p50/p99 over every latency of every round; throughput over their summed wall time."""
+    lat = np.array([x for p in parts for x in p["latencies"]])
+    wall = sum(p["wall_s"] for p in parts)
     return {"requests": len(lat), "p50_ms": float(np.percentile(lat, 50)),
             "p99_ms": float(np.percentile(lat, 99)), "throughput_rps": len(lat) / wall}
 
@@ -202,7 +208,9 @@ def main() -> int:
                     choices=("mobilenet", "mobilenet_v3", "resnet50", "minilm", "mlp"))
     ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
     ap.add_argument("--transport", default="grpc", choices=("grpc", "rest"))  # KServe owns --protocol
-    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--seconds", type=float, default=8.0, help="per side and concurrency")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleaved rounds the seconds are split into")
     ap.add_argument("--concurrency", default="1,4")
     ap.add_argument("--backends", default="onnxruntime,openvino")
     ap.add_argument("--serve-plain", action="store_true", help=argparse.SUPPRESS)
@@ -244,9 +252,15 @@ def main() -> int:
                         for line in (work / "boost.log").read_text().splitlines()
                         if "ready on " in line), "?")
         for c in [int(v) for v in args.concurrency.split(",")]:
-            res = {k: asyncio.run(_drive(ports[k], grpc_ports[k], args.transport, k, inputs,
-                                         payloads, c, args.seconds))
-                   for k in ("plain", "boost")}
+            # Interleaved rounds (plain, boost, boost, plain, ...): this host's speed drifts
+            # over minutes, and one long window per side would measure the drift.
+            parts: dict[str, list[dict]] = {"plain": [], "boost": []}
+            for r in range(args.rounds):
+                for k in (("plain", "boost") if r % 2 == 0 else ("boost", "plain")):
+                    parts[k].append(asyncio.run(_drive(
+                        ports[k], grpc_ports[k], args.transport, k, inputs, payloads, c,
+                        args.seconds / args.rounds)))
+            res = {k: _summary(v) for k, v in parts.items()}
             rows.append({"concurrency": c, "plain": res["plain"], "boost": res["boost"],
                          "p50_ratio": res["boost"]["p50_ms"] / res["plain"]["p50_ms"],
                          "p99_ratio": res["boost"]["p99_ms"] / res["plain"]["p99_ms"],
@@ -272,8 +286,9 @@ def main() -> int:
     md = [f"# KServe: plain kserve.Model vs yellowstone boost predictor ({args.model}, "
           f"{args.precision})", "",
           f"Same TorchScript model, {result['protocol']} with KServe's own client, "
-          f"{args.seconds:.0f} s per point, both servers on one {os.cpu_count()}-core machine, "
-          f"measured one after the other in one run; boost served on **{backend}**. Ratios are "
+          f"{args.seconds:.0f} s per point in {args.rounds} interleaved rounds (plain, boost, "
+          f"boost, plain, ...), both servers up on one {os.cpu_count()}-core machine; boost "
+          f"served on **{backend}**. Ratios are "
           f"boost / plain (latency < 1 and throughput > 1 mean the boost is better).", "",
           "| concurrency | plain p50 ms | boost p50 ms | p50 ratio | plain p99 ms | boost p99 ms "
           "| p99 ratio | plain req/s | boost req/s | throughput ratio |",

@@ -206,9 +206,11 @@ class TvmBackend:
             if todo:
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     todo, work_dir=str(tdir), num_threads=request.threads or "physical", seed=0)
+                # One builder process with a long timeout: with the default (one per core,
+                # 30 s) every build timed out on a 2-core machine while the workers started.
                 ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(tdir),
                                    max_trials_global=trials, num_trials_per_iter=min(64, trials),
-                                   builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=120),
+                                   builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=300),
                                    database=db, cost_model="random")
             still = [t for t in todo if not _has_record(db, t, target)]
             (workdir / "tuning.json").write_text(json.dumps({
