@@ -82,6 +82,17 @@ def verify_manifest(directory: Path, key: str | None = None) -> dict[str, Any]:
     return manifest
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive inter-process ``flock`` on ``path`` for the duration of the block."""
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class ArtifactCache:
     """The on-disk cache. Safe for several processes sharing one root."""
 
@@ -94,15 +105,9 @@ class ArtifactCache:
         """Where the artifact for ``key`` lives (whether or not it exists)."""
         return self.root / "artifacts" / key[:2] / key
 
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive inter-process lock on ``key`` (blocks while another process builds it)."""
-        with open(self.root / "locks" / f"{key}.lock", "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.root / "locks" / f"{key}.lock")
 
     def lookup(self, key: str) -> Path | None:
         """Return the verified entry for ``key``; a corrupt entry is discarded with a warning."""

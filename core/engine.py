@@ -105,8 +105,9 @@ def calibration_set(handle: ModelHandle, cfg: BoostConfig,
                 feeds += [{s.name: sample[s.name][i:i + 1] for s in handle.inputs} for i in range(n)]
             else:
                 feeds.append({s.name: sample[s.name] for s in handle.inputs})
-        return Calibration(feeds[:max(cfg.calibration_samples, 1)] if not given else feeds,
-                           f"{source}, {len(feeds)} samples")
+        if not given:  # a file may hold more than calibration_samples
+            feeds = feeds[:cfg.calibration_samples]
+        return Calibration(feeds, f"{source}, {len(feeds)} samples")
     n = cfg.calibration_samples
     feeds = [handle.random_feeds(batch=1 if handle.batched else None, seed=CALIBRATION_SEED + i)
              for i in range(n)]

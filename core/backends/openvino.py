@@ -31,19 +31,19 @@ _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _TYPE_NAMES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
+def _port_index(ports: Any, names: list[str]) -> list[int]:
+    """Each input's port: by name where OpenVINO kept the model's names, else by position."""
+    port_names = [set(p.get_names()) for p in ports]
+    return [next((j for j, pn in enumerate(port_names) if n in pn), i) for i, n in enumerate(names)]
+
+
 class OvCompiled:
     """A compiled OpenVINO model with one infer request per calling thread."""
 
     def __init__(self, compiled: Any, input_names: list[str]):
         self.compiled = compiled
         self._tls = threading.local()
-        ports = compiled.inputs
-        port_names = [set(p.get_names()) for p in ports]
-        # Feed by name where OpenVINO kept the model's names, else by position.
-        self._index = []
-        for i, name in enumerate(input_names):
-            idx = next((j for j, names in enumerate(port_names) if name in names), i)
-            self._index.append((name, idx))
+        self._index = list(zip(input_names, _port_index(compiled.inputs, input_names)))
         self._outputs = compiled.outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -108,9 +108,7 @@ class OpenVinoBackend:
         if not batches:
             raise CompilationError("int8 needs calibration inputs")
         names = [s.name for s in model.inputs]
-        port_names = [set(p.get_names()) for p in ov_model.inputs]
-        index = [next((j for j, pn in enumerate(port_names) if n in pn), i)
-                 for i, n in enumerate(names)]
+        index = _port_index(ov_model.inputs, names)
         items = [{idx: feeds[n] for n, idx in zip(names, index)} for feeds in batches]
         convs = any(op.get_type_name() in ("Convolution", "GroupConvolution")
                     for op in ov_model.get_ops())

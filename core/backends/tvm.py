@@ -15,8 +15,6 @@ random cost model (MetaSchedule's XGBoost model would need ``xgboost``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -29,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cache import file_lock
 from ..errors import CompilationError, ConversionError, missing_extra
 from . import distribution_version, module_available
 from .base import Availability, CompiledModel, CompileRequest
@@ -196,7 +195,7 @@ class TvmBackend:
                 relax.transform.CanonicalizeBindings(),
                 relax.get_pipeline("zero"),
             ])(mod)
-        with _flock(tdir / ".lock"):  # one process tunes a target's records at a time
+        with file_lock(tdir / ".lock"):  # one process tunes a target's records at a time
             db = ms.database.JSONDatabase(work_dir=str(tdir), module_equality="structural")
             tasks = ms.relax_integration.extract_tasks(mod, target)
             todo = [t for t in tasks if not _has_record(db, t, target)]
@@ -251,12 +250,3 @@ def _has_record(db: Any, task: Any, target: Any) -> bool:
     return bool(db.has_workload(kernel)
                 and db.query_tuning_record(kernel, target, task.task_name) is not None)
 
-
-@contextlib.contextmanager
-def _flock(path: Path):
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
