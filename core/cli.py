@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import YellowstoneError
+from .serving.settings import add_boost_flags
 
 
 def _print_err(msg: str) -> None:
@@ -56,38 +57,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", default=[], metavar="NAME:SHAPE[:DTYPE]",
                    help="input signature, e.g. x:1x3x224x224:float32 (-1 or a name for a "
                         "dynamic dim); repeat per input. Needed for torch files.")
-    p.add_argument("--backends", default="auto",
-                   help="comma-separated candidates in order, or 'auto' (default)")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"])
-    p.add_argument("--task", default=None,
-                   choices=["auto", "classification", "embedding", "regression"],
-                   help="what the outputs mean: picks the accuracy measure for bf16/fp16/int8")
-    p.add_argument("--calibration", default=None, metavar="FILE.npz",
-                   help="real inputs for int8 calibration: one array per input, samples on axis 0")
-    p.add_argument("--batch-sizes", default=None, help="batch sizes to serve, e.g. 1,8")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="benchmark seconds per candidate and batch size")
     p.add_argument("--signature", default="serving_default", help="SavedModel signature")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_boost_flags(p)
 
 
 def _boost_from_args(args: argparse.Namespace, progress: _Progress) -> Any:
-    from .config import resolve_config
     from .engine import boost
     from .model import load_model
-    from .spec import parse_input_spec
+    from .serving import boost_config, boost_flags, parse_specs
 
-    specs = [parse_input_spec(s) for s in args.input] or None
-    overrides: dict[str, Any] = {"backends": args.backends, "precision": args.precision,
-                                 "task": args.task, "calibration": args.calibration,
-                                 "batch_sizes": args.batch_sizes,
-                                 "time_budget_s": args.time_budget, "cache_dir": args.cache_dir}
-    if args.no_cache:
-        overrides["cache"] = False
-    cfg = resolve_config(None, **overrides)
+    specs = parse_specs(args.input, where="--input") or None
+    cfg = boost_config(flags=boost_flags(args))  # flags not given leave YELLOWSTONE_* in force
     handle = load_model(args.model, input_specs=specs, signature=args.signature)
     return boost(handle, config=cfg, progress=progress)
 

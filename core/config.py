@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 TASKS = ("auto", "classification", "embedding", "regression")
+DISPATCHES = ("per_batch", "single")
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +52,30 @@ class BoostConfig:
         time_budget_s: benchmark time per candidate and batch size.
         validation_rounds: how many fresh random input sets each candidate is checked on.
         cache: use the content-addressed cache; ``cache_dir`` says where.
-        max_runtime_failures: after this many failed compiled calls the model stays on native.
+        max_runtime_failures: after this many consecutive failed compiled calls the circuit
+            breaker opens: requests are served by the framework (one WARNING, metric
+            ``yellowstone_fallbacks_total{reason="breaker-open"}`` per request) until, after
+            ``breaker_backoff_s``, one trial call goes to the compiled backend again; success
+            closes the breaker (logged "recovered"), failure reopens it for twice as long, up
+            to ``breaker_backoff_max_s``.
+        breaker_backoff_s: seconds the breaker stays open before its first trial call.
+        breaker_backoff_max_s: the cap on the doubling back-off.
+        call_timeout_s: a deadline per compiled call (0 = off). A call running longer is
+            answered by the framework instead; the slow call is not killed but finishes in the
+            background, and meanwhile new requests for that backend go to the framework too
+            (``reason="deadline"``). It counts as one failure for the breaker. When on, compiled
+            calls run on a small pool of worker threads of the model.
+        dispatch: ``per_batch`` (default): every served batch size is won by the fastest valid
+            backend there, and each request goes to the winner of the nearest served size at or
+            above its batch (the largest past them); ``report.chosen`` is the winner of the
+            first (smallest) size and ``report.dispatch`` maps each size to its backend.
+            ``single``: one backend for every size, chosen on the geometric mean of p50 over the
+            served batch sizes.
+        dispatch_memory_mb: a budget for the compiled artifacts that ``per_batch`` dispatch
+            keeps (0 = unlimited), measured by their size on disk as a proxy for memory. The
+            first size's winner is always kept; other winners are added, those winning the most
+            sizes first, while the total fits; a size whose winner does not fit goes to the
+            fastest backend kept (the framework costs nothing).
         threads: intra-op threads for backends (0 = derive from ``workers``).
         workers: server worker processes sharing this process's cores (TorchServe workers,
             KServe's uvicorn workers in one pod). With ``threads=0`` each backend gets
@@ -73,6 +97,11 @@ class BoostConfig:
     cache: bool = True
     cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
     max_runtime_failures: int = 3
+    breaker_backoff_s: float = 30.0
+    breaker_backoff_max_s: float = 600.0
+    call_timeout_s: float = 0.0
+    dispatch: str = "per_batch"
+    dispatch_memory_mb: int = 0
     threads: int = 0
     workers: int = 1
     options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
@@ -101,6 +130,19 @@ class BoostConfig:
             raise ConfigError(f"time_budget_s must be > 0, got {self.time_budget_s}")
         if self.validation_rounds < 1:
             raise ConfigError("validation_rounds must be at least 1")
+        if self.max_runtime_failures < 1:
+            raise ConfigError("max_runtime_failures must be at least 1")
+        if not self.breaker_backoff_s > 0:
+            raise ConfigError(f"breaker_backoff_s must be > 0, got {self.breaker_backoff_s}")
+        if not self.breaker_backoff_max_s >= self.breaker_backoff_s:
+            raise ConfigError(f"breaker_backoff_max_s ({self.breaker_backoff_max_s}) must be >= "
+                              f"breaker_backoff_s ({self.breaker_backoff_s})")
+        if not 0 <= self.call_timeout_s < float("inf"):
+            raise ConfigError(f"call_timeout_s must be >= 0 (0 = off), got {self.call_timeout_s}")
+        if self.dispatch not in DISPATCHES:
+            raise ConfigError(f"dispatch {self.dispatch!r} is not one of {', '.join(DISPATCHES)}")
+        if self.dispatch_memory_mb < 0:
+            raise ConfigError("dispatch_memory_mb must be >= 0 (0 = unlimited)")
         if self.threads < 0:
             raise ConfigError("threads must be >= 0")
         if self.workers < 1:
@@ -123,12 +165,16 @@ class BoostConfig:
             )
         if "options" in data and not isinstance(data["options"], Mapping):
             raise ConfigError("options must be a mapping of backend name to options")
+        if isinstance(data.get("dispatch"), str):
+            data["dispatch"] = data["dispatch"].strip().lower().replace("-", "_")
         for key in ("dynamic_batch", "cache"):
             if isinstance(data.get(key), str):
                 data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
         for key, typ in (("time_budget_s", float), ("validation_rounds", int),
                          ("max_runtime_failures", int), ("threads", int), ("workers", int),
-                         ("calibration_samples", int)):
+                         ("calibration_samples", int), ("breaker_backoff_s", float),
+                         ("breaker_backoff_max_s", float), ("call_timeout_s", float),
+                         ("dispatch_memory_mb", int)):
             if key in data:
                 try:
                     data[key] = typ(data[key])
@@ -151,8 +197,10 @@ class BoostConfig:
             value = env.get(f"YELLOWSTONE_{name.upper()}")
             if value is not None and name != "options":
                 data[name] = value
-        if env.get("YELLOWSTONE_BACKEND"):
-            data["backends"] = env["YELLOWSTONE_BACKEND"]
+        if env.get("YELLOWSTONE_BACKEND", "").strip():
+            data["backends"] = env["YELLOWSTONE_BACKEND"].strip().lower()
+        if kill_switch(env):
+            data["backends"] = "native"
         return cls.from_dict(data)
 
     @property
@@ -161,14 +209,9 @@ class BoostConfig:
 
         With one worker and no CPU quota below the affinity mask, 0: the backend's own default.
         """
-        if self.threads:
-            return self.threads
-        from . import hardware
+        from .serving.threads import plan_threads
 
-        cores = hardware.available_cores()
-        if self.workers > 1:
-            return max(1, cores // self.workers)
-        return cores if cores < hardware.affinity_cores() else 0
+        return plan_threads(self.workers, self.threads).threads
 
     @property
     def killed(self) -> bool:
@@ -181,6 +224,7 @@ class BoostConfig:
             "backends": list(self.backends), "precision": self.precision, "task": self.task,
             "calibration": self.calibration, "calibration_samples": self.calibration_samples,
             "batch_sizes": list(self.batch_sizes), "dynamic_batch": self.dynamic_batch,
+            "dispatch": self.dispatch, "dispatch_memory_mb": self.dispatch_memory_mb,
             "options": {k: dict(v) for k, v in sorted(self.options.items())},
         }
 
@@ -197,6 +241,16 @@ def resolve_config(config: BoostConfig | Mapping[str, Any] | None = None, **over
     if overrides:
         merged = BoostConfig.from_dict({k: v for k, v in overrides.items() if v is not None},
                                        base=merged)
-    if os.environ.get("YELLOWSTONE_BACKEND", "").strip() == "native":
+    if kill_switch():
         merged = dataclasses.replace(merged, backends=("native",))
     return merged
+
+
+def kill_switch(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``YELLOWSTONE_BACKEND`` (or ``YELLOWSTONE_BACKENDS``) is ``native``, any case.
+
+    The one reading of the kill switch: the CLI, every plugin and the interposer ask here.
+    """
+    env = os.environ if environ is None else environ
+    return any(env.get(var, "").strip().lower() == "native"
+               for var in ("YELLOWSTONE_BACKEND", "YELLOWSTONE_BACKENDS"))

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ONNX_OPSET = 18
+# torch's dynamo exporter writes opset 18 and up; the TorchScript-based exporter and tf2onnx 1.17
+# are used at 17, the newest opset both convert every model of the test suite at.
+DYNAMO_OPSET = 18
+ONNX_OPSET = 17
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,7 +70,7 @@ def _torch_dynamo_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Pa
     ep = model.exported_program(dynamic_batch=dynamic_batch)  # type: ignore[attr-defined]
     onnx_program = torch.onnx.export(
         ep, (), dynamo=True, input_names=[s.name for s in model.inputs],
-        output_names=list(model.output_names), opset_version=ONNX_OPSET,
+        output_names=list(model.output_names), opset_version=DYNAMO_OPSET,
         optimize=True, verbose=False,
     )
     if onnx_program is None:
@@ -77,19 +80,28 @@ def _torch_dynamo_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Pa
 
 
 def _torch_legacy_onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Path:
+    """The TorchScript-based exporter, with ``dynamic_axes`` named after the model's dims.
+
+    Traced at batch 2 for a dynamic batch and at sizes >= 2 for the named dims
+    (:meth:`ModelHandle.trace_dims`): a size-1 dim would be baked in.
+    """
     import torch
 
+    dynamic_batch = dynamic_batch and model.batched
+    batch = 2 if dynamic_batch else None
+    dims = model.trace_dims(batch)
     feeds = model.example_feeds
-    if dynamic_batch and model.batched:  # trace at batch 2: a size-1 dim would be baked in
-        feeds = model.random_feeds(batch=2, seed=0)
+    if dynamic_batch or dims:
+        feeds = model.random_feeds(batch=batch, seed=0, dims=dims)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in model.inputs)
-    axes = None
+    axes: dict[str, dict[int, str]] = {
+        s.name: a for s, a in zip(model.inputs, model.dynamic_axes(dynamic_batch=dynamic_batch)) if a}
     if dynamic_batch:
-        axes = {n: {0: "batch"} for n in [s.name for s in model.inputs] + list(model.output_names)}
+        axes.update({n: {0: "batch"} for n in model.output_names})
     torch.onnx.export(model.module_copy(), args, str(out), dynamo=False,  # type: ignore[attr-defined]
                       input_names=[s.name for s in model.inputs],
-                      output_names=list(model.output_names), dynamic_axes=axes,
-                      opset_version=17)
+                      output_names=list(model.output_names), dynamic_axes=axes or None,
+                      opset_version=ONNX_OPSET)
     return out
 
 
@@ -99,7 +111,7 @@ def _tf2onnx(model: ModelHandle, out: Path, dynamic_batch: bool) -> Path:
     saved = model.saved_model_path()  # type: ignore[attr-defined]
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--saved-model", str(saved),
            "--signature_def", model.signature_key,  # type: ignore[attr-defined]
-           "--output", str(out), "--opset", "17"]
+           "--output", str(out), "--opset", str(ONNX_OPSET)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode != 0 or not out.exists():

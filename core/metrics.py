@@ -17,11 +17,19 @@ BACKEND_IN_USE = "yellowstone_backend_in_use"  # gauge: 1 with labels {model, ba
 COMPILE_SECONDS = "yellowstone_compile_seconds"  # timing of the whole boost (search or load)
 LOAD_SECONDS = "yellowstone_load_seconds"  # timing of a warm start from the cache/artifact
 FALLBACKS = "yellowstone_fallbacks_total"  # counter: labels {model, backend, reason}
-INFERENCE_MS = "yellowstone_inference_ms"  # timing of one boosted call
+# reasons: compile, artifact, cache (at boost); runtime (a failed call), breaker-open (a request
+# served natively while the breaker is open), deadline (past call_timeout_s, or while such a
+# slow call is still running)
+RECOVERIES = "yellowstone_recoveries_total"  # counter {model, backend}: a breaker closed again
+INFERENCE_MS = "yellowstone_inference_ms"  # timing of one call, labelled with the backend serving it
+CACHE_DISCARDS = "yellowstone_cache_discards_total"  # counter: labels {reason}
 
 _lock = threading.Lock()
 _listeners: list[Listener] = []
-_counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+_counters: dict[_Key, float] = {}
+_units: dict[str, str] = {}  # metric name -> unit of its first emission
+_timings: dict[_Key, tuple[int, float]] = {}  # timings: (count, sum) since start
 
 
 def add_listener(fn: Listener) -> None:
@@ -42,10 +50,14 @@ def emit(name: str, value: float, unit: str = "count", **labels: Any) -> None:
     str_labels = {k: str(v) for k, v in labels.items()}
     key = (name, tuple(sorted(str_labels.items())))
     with _lock:
+        _units.setdefault(name, unit)
         if unit == "count":
             _counters[key] = _counters.get(key, 0.0) + value
         else:
             _counters[key] = value
+        if unit in ("ms", "s"):
+            count, total = _timings.get(key, (0, 0.0))
+            _timings[key] = (count + 1, total + float(value))
         listeners = list(_listeners)
     for fn in listeners:
         fn(name, value, unit, str_labels)
@@ -56,6 +68,13 @@ def snapshot() -> dict[str, float]:
     with _lock:
         return {name + "{" + ",".join(f"{k}={v}" for k, v in labels) + "}": value
                 for (name, labels), value in _counters.items()}
+
+
+def series() -> list[tuple[str, str, dict[str, str], float, tuple[int, float] | None]]:
+    """Every series as ``(name, unit, labels, last or total value, (count, sum) for timings)``."""
+    with _lock:
+        return [(name, _units.get(name, "count"), dict(labels), value, _timings.get((name, labels)))
+                for (name, labels), value in sorted(_counters.items())]
 
 
 def get(name: str, **labels: Any) -> float:

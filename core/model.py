@@ -8,28 +8,43 @@ fingerprints the model's content for the cache, and produces the forms backends 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
 import logging
 import os
+import re
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import BadRequestError, ConfigError, ConversionError, ModelLoadError
-from .spec import TensorSpec, canonical_dtype, random_inputs
+from .errors import BadRequestError, ConfigError, ConversionError, ModelLoadError, YellowstoneError
+from .spec import BATCH, DEFAULT_RANGE, Range, TensorSpec, canonical_dtype, random_inputs
 
 logger = logging.getLogger(__name__)
 
 
-def _hash_files(root: Path) -> str:
+# What a SavedModel is made of; anything else in its directory (a shipped ``yellowstone/``
+# artifact directory, TF Serving's ``assets.extra/`` warm-up requests) is not the model.
+SAVED_MODEL_PARTS = ("saved_model.pb", "saved_model.pbtxt", "variables", "assets", "fingerprint.pb")
+
+
+def _hash_files(root: Path, parts: tuple[str, ...] | None = None) -> str:
+    """sha256 over a file, or a directory's files (only the top-level ``parts`` when given)."""
     h = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    if root.is_file():
+        files = [root]
+    else:
+        tops = [root / p for p in parts] if parts else [root]
+        files = sorted(f for t in tops if t.exists()
+                       for f in ([t] if t.is_file() else t.rglob("*")) if f.is_file())
     for path in files:
         h.update(str(path.relative_to(root) if root.is_dir() else path.name).encode())
         with open(path, "rb") as fh:
@@ -45,7 +60,9 @@ class ModelHandle:
         framework: ``torch``, ``tensorflow`` or ``onnx``.
         kind: finer form, e.g. ``nn.Module``, ``torchscript``, ``exported_program``,
             ``saved_model``, ``keras``, ``onnx``.
-        inputs: named input specs, in call order; dim 0 is dynamic when ``batched``.
+        inputs: named input specs, in call order; dim 0 is dynamic (``batch``) when
+            ``batched``; other dims are dynamic where the user's input specs say so (see
+            :meth:`apply_specs`), each named and with a range.
         output_names: flattened output names, in output order.
         batched: dim 0 of every input and output is a batch dimension.
     """
@@ -59,6 +76,7 @@ class ModelHandle:
         self.batched: bool = False
         self.example_feeds: dict[str, np.ndarray] = {}
         self.workdir = Path(tempfile.mkdtemp(prefix="yellowstone-model-"))
+        weakref.finalize(self, shutil.rmtree, str(self.workdir), ignore_errors=True)
         self._lock = threading.RLock()  # onnx_path -> exported_program nests
         self._onnx: dict[bool, Path] = {}
 
@@ -120,6 +138,136 @@ class ModelHandle:
             spec.check(feeds[spec.name])
         if self.batched and len({int(feeds[s.name].shape[0]) for s in self.inputs}) > 1:
             raise BadRequestError("all inputs must have the same batch size (dimension 0)")
+        seen: dict[str, tuple[str, int]] = {}
+        for spec, i, dim in self._named_dims():
+            size = int(feeds[spec.name].shape[i])
+            first = seen.setdefault(dim, (spec.name, size))
+            if first[1] != size:
+                raise BadRequestError(f"input {spec.name!r}: dimension {i} ({dim}) is {size}, "
+                                      f"but input {first[0]!r} has {dim}={first[1]}")
+
+    # -- dynamic dimensions beyond the batch ------------------------------------------------
+    def _named_dims(self) -> list[tuple[TensorSpec, int, str]]:
+        """Every named dynamic dim other than the batch: (input spec, axis, name)."""
+        return [(s, i, d) for s in self.inputs for i, d in enumerate(s.shape)
+                if isinstance(d, str) and not (i == 0 and self.batched)]
+
+    @property
+    def dim_ranges(self) -> dict[str, Range]:
+        """Named dynamic dims other than the batch -> their range (default 1..512).
+
+        Inputs that share a name share one entry: their sizes are tied.
+        """
+        out: dict[str, Range] = {}
+        for spec, _, dim in self._named_dims():
+            out.setdefault(dim, spec.range_of(dim) or DEFAULT_RANGE)
+        return out
+
+    @property
+    def example_dims(self) -> dict[str, int]:
+        """The size each named dynamic dim has in the example inputs."""
+        out: dict[str, int] = {}
+        for spec, i, dim in self._named_dims():
+            example = self.example_feeds.get(spec.name)
+            if example is not None and i < example.ndim:
+                out.setdefault(dim, int(example.shape[i]))
+        return out
+
+    def dynamic_axes(self, *, dynamic_batch: bool) -> list[dict[int, str]]:
+        """Per input, the axes a converter must keep dynamic -> their names.
+
+        Named dims always; dim 0 (``batch``) only with ``dynamic_batch`` on a batched model.
+        """
+        out = []
+        for spec in self.inputs:
+            axes = {i: d for i, d in enumerate(spec.shape)
+                    if isinstance(d, str) and not (i == 0 and self.batched)}
+            if dynamic_batch and self.batched and spec.shape:
+                axes[0] = BATCH
+            out.append(dict(sorted(axes.items())))
+        return out
+
+    def trace_dims(self, batch: int | None) -> dict[str, int]:
+        """Sizes to trace or export the named dims at.
+
+        The example's size where it can be used, else the smallest other size in range; never
+        0 or 1 (exporters bake those in as constants) and never two dims, or a dim and the
+        traced ``batch``, at one size (``torch.export`` would take them for one symbol).
+        """
+        taken = {0, 1} | ({batch} if batch is not None else set())
+        example = self.example_dims
+        out: dict[str, int] = {}
+        for dim, (lo, hi) in self.dim_ranges.items():
+            wanted = example.get(dim)
+            if wanted is not None and lo <= wanted <= hi and wanted not in taken:
+                size = wanted
+            else:
+                size = next((n for n in range(max(lo, 2), hi + 1) if n not in taken), hi)
+            out[dim] = size
+            taken.add(size)
+        return out
+
+    def apply_specs(self, specs: Sequence[TensorSpec]) -> None:
+        """Make the dims ``specs`` leave dynamic (``-1`` or a name) dynamic in :attr:`inputs`.
+
+        Specs match inputs by name, else by position when there are as many. A name keeps its
+        range (``seq=1..256``), else spans 1..512; an anonymous ``-1`` gets a name of its own
+        (``<input>_dim<axis>``), tied to no other input. Dim 0 of a batched model stays
+        ``batch``. The example inputs must fit: ConfigError otherwise.
+        """
+        by_name = {s.name: s for s in specs}
+        positional = len(specs) == len(self.inputs) and not any(
+            s.name in by_name for s in self.inputs)
+        explicit: dict[str, Range] = {}
+        updated = []
+        for k, spec in enumerate(self.inputs):
+            user = by_name.get(spec.name) or (specs[k] if positional else None)
+            if user is None or user.is_static or (
+                    self.batched and all(isinstance(d, int) for d in user.shape[1:])):
+                updated.append(spec)  # nothing dynamic beyond the batch: as before
+                continue
+            if len(user.shape) != len(spec.shape):
+                raise ConfigError(f"input {spec.name!r}: spec shape {_fmt(user.shape)} has rank "
+                                  f"{len(user.shape)}, the model's input has {len(spec.shape)}")
+            shape, ranges = list(spec.shape), dict(spec.ranges)
+            for i, dim in enumerate(user.shape):
+                if isinstance(dim, int):
+                    continue
+                if i == 0 and self.batched:
+                    if isinstance(dim, str) and dim in user.ranges:
+                        ranges[BATCH] = user.ranges[dim]
+                    continue
+                name = dim if isinstance(dim, str) else _anonymous_dim(spec.name, i)
+                shape[i] = name
+                if name in user.ranges:
+                    if explicit.setdefault(name, user.ranges[name]) != user.ranges[name]:
+                        raise ConfigError(f"dimension {name!r} has two ranges: "
+                                          f"{_fmt_range(explicit[name])} and "
+                                          f"{_fmt_range(user.ranges[name])}")
+            updated.append(dataclasses.replace(spec, shape=tuple(shape), ranges=ranges))
+        self.inputs = tuple(self._with_ranges(s, explicit) for s in updated)
+        self._check_example()
+
+    @staticmethod
+    def _with_ranges(spec: TensorSpec, explicit: Mapping[str, Range]) -> TensorSpec:
+        """``spec`` with every named dim's range written out; ``lo == hi`` makes it static."""
+        shape: list[Any] = list(spec.shape)
+        ranges = dict(spec.ranges)
+        for i, dim in enumerate(shape):
+            if not isinstance(dim, str) or dim == BATCH:
+                continue
+            lo, hi = ranges[dim] = explicit.get(dim) or spec.range_of(dim) or DEFAULT_RANGE
+            if lo == hi:
+                shape[i] = lo
+                del ranges[dim]
+        return dataclasses.replace(spec, shape=tuple(shape), ranges=ranges)
+
+    def _check_example(self) -> None:
+        """ConfigError when the example inputs do not fit the inputs' dims and ranges."""
+        try:
+            self.check_feeds(self.example_feeds)
+        except BadRequestError as exc:
+            raise ConfigError(f"the example inputs do not fit the input specs: {exc}") from exc
 
     # -- forms backends import ------------------------------------------------------------
     def onnx_path(self, *, dynamic_batch: bool) -> Path:
@@ -141,16 +289,28 @@ class ModelHandle:
         return tuple(s.dynamic_batch() if batch is None else s.with_batch(batch)
                      for s in self.inputs)
 
-    def random_feeds(self, batch: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
-        """Fresh random feeds shaped like the example (at ``batch`` when batched)."""
+    def random_feeds(self, batch: int | None = None, seed: int | None = None,
+                     dims: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Fresh random feeds shaped like the example (at ``batch`` when batched).
+
+        ``dims`` sets named dynamic dims (``{"seq": 7}``); inputs sharing a name get the same
+        size, padding masks stay masks; dims not named keep the example's size.
+        """
         return random_inputs(self.inputs, batch=batch if self.batched else None,
-                             like=self.example_feeds, seed=seed)
+                             like=self.example_feeds, seed=seed, dims=dims)
 
     # -- shared set-up ---------------------------------------------------------------------
     def _finish(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> None:
         """Derive input specs, output names and batchedness from an example run."""
         self.example_feeds = feeds
-        outputs = self.run(feeds)
+        try:
+            outputs = self.run(feeds)
+        except YellowstoneError:
+            raise
+        except Exception as exc:
+            shapes = ", ".join(f"{k} {_fmt(v.shape)}" for k, v in feeds.items())
+            raise ModelLoadError(f"{self.name} does not run on its example inputs ({shapes}): "
+                                 f"{type(exc).__name__}: {exc}") from exc
         self.output_names = tuple(output_names) if output_names else tuple(
             "output" if len(outputs) == 1 else f"output_{i}" for i in range(len(outputs)))
         dims = {int(a.shape[0]) for a in feeds.values() if a.ndim >= 1}
@@ -167,6 +327,20 @@ class ModelHandle:
         self.batched = batched
         if batched:
             self.inputs = tuple(s.dynamic_batch() for s in self.inputs)
+
+
+def _anonymous_dim(input_name: str, axis: int) -> str:
+    """The name an anonymous dynamic dim gets: ``<input>_dim<axis>`` (an identifier)."""
+    base = re.sub(r"\W", "_", input_name)
+    return f"{base if base[:1].isalpha() or base[:1] == '_' else '_' + base}_dim{axis}"
+
+
+def _fmt(shape: Sequence[Any]) -> str:
+    return "x".join("-1" if d is None else str(d) for d in shape) or "scalar"
+
+
+def _fmt_range(bounds: Range) -> str:
+    return f"{bounds[0]}..{bounds[1]}"
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -314,7 +488,12 @@ class TorchModel(ModelHandle):
         return torch.utils._pytree.tree_unflatten(tensors, self._out_spec)
 
     def exported_program(self, *, dynamic_batch: bool) -> Any:
-        """A ``torch.export`` program with a dynamic batch dim where the model allows it."""
+        """A ``torch.export`` program, its named dims dynamic, with a dynamic batch where allowed.
+
+        One ``torch.export.Dim`` per dim name (inputs sharing ``seq`` stay tied), bounded by the
+        dim's range; the batch spans 1..4096. A program the user gave is kept when it already
+        has every dim that must be dynamic (and so keeps the user's own ranges).
+        """
         import torch
 
         dynamic_batch = dynamic_batch and self.batched
@@ -323,17 +502,22 @@ class TorchModel(ModelHandle):
                 return self._exported[dynamic_batch]
             if self.kind == "torchscript":
                 raise ConversionError("torch.export cannot trace TorchScript modules")
-            if self.program is not None and (not dynamic_batch or _batch_is_dynamic(self.program)):
-                ep = self.program  # a program with its own dynamic batch keeps the user's range
+            axes = self.dynamic_axes(dynamic_batch=dynamic_batch)
+            if self.program is not None and _program_is_dynamic(self.program, axes):
+                ep = self.program
             else:
-                # Export at batch 2: torch.export specialises a size-1 dim to a constant.
-                feeds = self.random_feeds(batch=2 if dynamic_batch else None, seed=1) \
-                    if dynamic_batch else self.example_feeds
+                # Export at batch 2 and dims >= 2: torch.export specialises a size-1 dim.
+                batch = 2 if dynamic_batch else None
+                dims = self.trace_dims(batch)
+                feeds = self.random_feeds(batch=batch, seed=1, dims=dims) \
+                    if dynamic_batch or dims else self.example_feeds
                 args = tuple(torch.from_numpy(feeds[s.name]) for s in self.inputs)
                 shapes = None
-                if dynamic_batch:
-                    batch = torch.export.Dim("batch", min=1, max=4096)
-                    shapes = tuple({0: batch} for _ in self.inputs)
+                if any(axes):
+                    objs = {BATCH: torch.export.Dim(BATCH, min=1, max=4096)} if dynamic_batch else {}
+                    for dim, (lo, hi) in self.dim_ranges.items():
+                        objs.setdefault(dim, torch.export.Dim(dim, min=lo, max=hi))
+                    shapes = tuple({i: objs[d] for i, d in a.items()} or None for a in axes)
                 module = self.module
                 try:
                     ep = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
@@ -365,14 +549,19 @@ class TorchModel(ModelHandle):
             return get_conversion("torch-dynamo-onnx").convert(self, out, dynamic_batch=dynamic_batch)
 
 
-def _batch_is_dynamic(program: Any) -> bool:
-    """Whether every user input of a ``torch.export`` program has a symbolic first dimension."""
+def _program_is_dynamic(program: Any, axes: Sequence[Mapping[int, str]]) -> bool:
+    """Whether a ``torch.export`` program has a symbolic dim at every axis in ``axes``.
+
+    ``axes`` holds one ``{axis: name}`` per user input, in order.
+    """
     import torch
 
     user = set(program.graph_signature.user_inputs)
     vals = [n.meta.get("val") for n in program.graph.nodes if n.op == "placeholder" and n.name in user]
-    return bool(vals) and all(
-        v is not None and len(v.shape) > 0 and isinstance(v.shape[0], torch.SymInt) for v in vals)
+    if len(vals) != len(axes):
+        return False
+    return all(v is not None and all(i < len(v.shape) and isinstance(v.shape[i], torch.SymInt)
+                                     for i in a) for v, a in zip(vals, axes))
 
 
 # ======================================================================================
@@ -400,7 +589,7 @@ class TensorFlowModel(ModelHandle):
                 self._content = _hash_files(path)
             else:
                 self.kind, self.saved_model_dir = "saved_model", path
-                self._content = _hash_files(path)
+                self._content = _hash_files(path, SAVED_MODEL_PARTS)
         elif isinstance(model, tf.keras.Model):
             self.kind, self.keras_model, self._content = "keras", model, None
         else:
@@ -441,7 +630,6 @@ class TensorFlowModel(ModelHandle):
             feeds = {s.name: to_numpy(v) for s, v in zip(self.inputs, example_inputs)}
         self.inputs = tuple(TensorSpec(name=s.name, shape=feeds[s.name].shape, dtype=s.dtype)
                             for s in self.inputs)
-        self._out_names_hint = out_names
         self._finish(feeds, out_names)
 
     def _fingerprint(self) -> str:
@@ -471,7 +659,10 @@ class TensorFlowModel(ModelHandle):
                                               reduce_retracing=True)
         return fn
 
-    def _signature_fn(self) -> Any:
+    def signature_function(self) -> Any:
+        """The served signature's concrete function (what TF Serving runs for it)."""
+        if getattr(self, "_loaded", None) is None:  # a Keras model: export it first
+            self.saved_model_path()
         return self._loaded.signatures[self.signature_key]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -485,13 +676,13 @@ class TensorFlowModel(ModelHandle):
             if isinstance(out, (list, tuple)):
                 return [np.asarray(o) for o in out]
             return [np.asarray(out)]
-        out = self._signature_fn()(**{s.name: tf.constant(feeds[s.name]) for s in self.inputs})
+        out = self.signature_function()(**{s.name: tf.constant(feeds[s.name]) for s in self.inputs})
         return [np.asarray(out[k]) for k in sorted(out)]
 
     def call_native(self, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "keras":
             return self.keras_model(*args, **kwargs)
-        return self._signature_fn()(*args, **kwargs)
+        return self.signature_function()(*args, **kwargs)
 
     def wrap_outputs(self, outputs: list[np.ndarray], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         import tensorflow as tf
@@ -606,14 +797,23 @@ def load_model(model: Any, example_inputs: Any = None, *,
     """Wrap ``model`` (an object or a path) in the right :class:`ModelHandle`.
 
     Paths: ``*.onnx``; ``*.pt2`` (``torch.export``); ``*.pt``/``*.pth``/``*.ts`` (TorchScript);
-    ``*.keras``; a directory holding ``saved_model.pb``.
+    ``*.keras``; a directory holding ``saved_model.pb``. Dims that ``input_specs`` give as
+    ``-1`` or a name (``seq``, ``seq=1..256``) stay dynamic (:meth:`ModelHandle.apply_specs`).
     """
+    if isinstance(model, ModelHandle):
+        return model
+    handle = _load(model, example_inputs, input_specs=input_specs, signature=signature)
+    if input_specs:
+        handle.apply_specs(input_specs)
+    return handle
+
+
+def _load(model: Any, example_inputs: Any, *, input_specs: Sequence[TensorSpec] | None,
+          signature: str) -> ModelHandle:
     if input_specs and example_inputs is None:
         example_inputs = {s.name: a for s, a in
                           zip(input_specs, random_inputs(input_specs, seed=0).values())}
     names = [s.name for s in input_specs] if input_specs else None
-    if isinstance(model, ModelHandle):
-        return model
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
-STATUSES = ("chosen", "ok", "rejected", "failed", "unavailable")
+from .errors import CacheError
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -41,7 +42,12 @@ class Candidate:
 
 @dataclasses.dataclass(kw_only=True)
 class Report:
-    """What ``boost`` did. ``chosen`` is the backend serving right now."""
+    """What ``boost`` did. ``chosen`` is the backend serving right now.
+
+    ``dispatch`` maps each served batch size to the backend serving it now (with ``per_batch``
+    dispatch, each size's fastest; with ``single``, ``chosen`` for every size; empty for a model
+    without a batch dimension); ``chosen`` is the one serving the first size.
+    """
 
     model: str
     chosen: str = "native"
@@ -59,11 +65,13 @@ class Report:
     fallback_reason: str = ""
     warnings: list[str] = dataclasses.field(default_factory=list)
     speedup: float | None = None  # native p50 / chosen p50 at the first batch size
+    dispatch: dict[int, str] = dataclasses.field(default_factory=dict)  # batch size -> backend
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         d = dataclasses.asdict(self)
         d["candidates"] = [c.to_dict() for c in self.candidates]
+        d["dispatch"] = {str(k): v for k, v in sorted(self.dispatch.items())}
         return d
 
     def to_json(self, **kw: Any) -> str:
@@ -81,6 +89,7 @@ class Report:
             c = {k: v for k, v in c.items() if k in cfields}
             c["latency_ms"] = {int(k): v for k, v in c.get("latency_ms", {}).items()}
             cands.append(Candidate(**c))
+        kw["dispatch"] = {int(k): str(v) for k, v in (data.get("dispatch") or {}).items()}
         return cls(candidates=cands, **kw)
 
     def candidate(self, backend: str) -> Candidate | None:
@@ -91,7 +100,11 @@ class Report:
         """A fixed-width table: one row per backend, one latency column per batch size."""
         sizes = self.batch_sizes
         reduced = self.precision != "fp32"  # show what the precision costs in accuracy
+        serves = {c.backend: ",".join(f"b{b}" for b, name in sorted(self.dispatch.items())
+                                      if name == c.backend) for c in self.candidates}
+        per_batch = len(set(self.dispatch.values())) > 1
         head = ["backend", "status", "compile s", "max abs err"] + \
+            (["serves"] if per_batch else []) + \
             (["top-1 agree", "mean cosine"] if reduced else []) + \
             [f"p50 ms b{b}" for b in sizes] + [f"p90 ms b{b}" for b in sizes] + ["reason"]
         rows = []
@@ -99,6 +112,7 @@ class Report:
             lat = [c.latency_ms.get(b, {}) for b in sizes]
             rows.append([
                 c.backend, c.status, _fmt(c.compile_s, ".1f"), _fmt(c.max_abs_err, ".1e"),
+                *([serves[c.backend] or "-"] if per_batch else []),
                 *([_fmt(c.top1_agreement, ".3f"), _fmt(c.mean_cosine, ".4f")] if reduced else []),
                 *[_fmt(x.get("p50_ms"), ".2f") for x in lat],
                 *[_fmt(x.get("p90_ms"), ".2f") for x in lat],
@@ -114,6 +128,9 @@ class Report:
             summary += f"; int8 calibration {self.calibration}"
         if self.speedup:
             summary += f", {self.speedup:.2f}x native at batch {sizes[0]}"
+        if per_batch:
+            summary += "; per batch: " + ", ".join(
+                f"b{b} {name}" for b, name in sorted(self.dispatch.items()))
         if self.fallback_reason:
             summary += f"; fallback: {self.fallback_reason}"
         notes = [f"warning: {w}" for w in self.warnings]
@@ -121,6 +138,14 @@ class Report:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def stored_report(data: Mapping[str, Any]) -> Report:
+    """A report read back from a decision or an artifact; CacheError when it is malformed."""
+    try:
+        return Report.from_dict(dict(data))
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise CacheError(f"stored report is malformed: {type(exc).__name__}: {exc}") from exc
 
 
 def _fmt(value: float | None, spec: str) -> str:

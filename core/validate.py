@@ -38,8 +38,6 @@ import numpy as np
 
 from .errors import ShapeMismatchError, ToleranceError
 
-TASKS = ("auto", "classification", "embedding", "regression")
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Tolerance:

@@ -1,7 +1,9 @@
 """Backend registry: a cheap table of names; each backend module is imported on first use.
 
 Built-in backends are listed in ``_BUILTIN``; third-party packages add their own through the
-``yellowstone.backends`` entry-point group (``name = "package.module:BackendClass"``).
+``yellowstone.backends`` entry-point group (``name = "package.module:BackendClass"``), under a
+name of their own: one that reuses a built-in name is a configuration error. Every backend is
+checked against the :class:`~yellowstone.backends.base.Backend` protocol when first made.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import importlib.util
 import logging
 
 from ..errors import ConfigError
-from .base import Availability, Backend, CompiledModel, CompileRequest
+from .base import Availability, Backend, CompiledModel, CompileRequest, missing_members
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AUTO_EXCLUDED", "Availability", "Backend", "CompileRequest", "CompiledModel", "get_backend",
-           "backend_names", "probe_all", "register_backend", "module_available",
-           "distribution_version"]
+__all__ = ["Availability", "Backend", "CompileRequest", "CompiledModel", "get_backend",
+           "backend_names", "probe_all", "register_backend", "unregister_backend",
+           "module_available", "distribution_version"]
 
 # name -> "module:Class". Order is the default order of candidates.
 _BUILTIN: dict[str, str] = {
@@ -29,12 +31,6 @@ _BUILTIN: dict[str, str] = {
     "tvm": "yellowstone.backends.tvm:TvmBackend",
     "inductor": "yellowstone.backends.inductor:InductorBackend",
     "tensorrt": "yellowstone.backends.tensorrt:TensorRtBackend",
-}
-# Backends left out of ``backends="auto"``, with the measured reason; naming one still runs it.
-AUTO_EXCLUDED: dict[str, str] = {
-    "tvm": ("left out of auto: untuned TVM ran 27-100x slower than native on CPU "
-            "(ResNet-50, MobileNetV3, MiniLM; benchmarks/results/core_bench.md); "
-            "name it in backends to try it"),
 }
 _EXTRA: dict[str, str] = {}
 _INSTANCES: dict[str, Backend] = {}
@@ -46,6 +42,7 @@ def register_backend(name: str, target: str | Backend) -> None:
         _EXTRA[name] = target
         _INSTANCES.pop(name, None)
     else:
+        _check_protocol(name, f"<instance {type(target).__name__}>", target)
         _EXTRA[name] = f"<instance {type(target).__name__}>"
         _INSTANCES[name] = target
 
@@ -58,16 +55,25 @@ def unregister_backend(name: str) -> None:
 
 @functools.cache
 def _entry_points() -> dict[str, str]:
-    found = {}
-    for ep in importlib.metadata.entry_points(group="yellowstone.backends"):
-        found[ep.name] = ep.value
+    """The ``yellowstone.backends`` entry points installed: name -> ``"module:Class"``."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group="yellowstone.backends")}
+
+
+def _plugins() -> dict[str, str]:
+    """The entry-point backends; a ConfigError when one reuses a built-in backend's name."""
+    found = _entry_points()
+    clashes = [f"entry point {name!r} = {target!r} (group yellowstone.backends) reuses the name of "
+               f"the built-in backend {name!r} ({_BUILTIN[name]}); rename the entry point"
+               for name, target in found.items() if name in _BUILTIN]
+    if clashes:
+        raise ConfigError("; ".join(clashes))
     return found
 
 
 def backend_names() -> list[str]:
     """All known backend names: built-in first, then entry points, then registered ones."""
     names = list(_BUILTIN)
-    for extra in (_entry_points(), _EXTRA):
+    for extra in (_plugins(), _EXTRA):
         names += [n for n in extra if n not in names]
     return names
 
@@ -76,13 +82,21 @@ def get_backend(name: str) -> Backend:
     """Return the backend instance for ``name``, importing its module on first use."""
     if name in _INSTANCES:
         return _INSTANCES[name]
-    target = _EXTRA.get(name) or _entry_points().get(name) or _BUILTIN.get(name)
+    target = _EXTRA.get(name) or _plugins().get(name) or _BUILTIN.get(name)
     if target is None:
         raise ConfigError(f"unknown backend {name!r}; known: {', '.join(backend_names())}")
     module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    _INSTANCES[name] = cls()
-    return _INSTANCES[name]
+    backend = getattr(importlib.import_module(module_name), cls_name)()
+    _check_protocol(name, target, backend)
+    _INSTANCES[name] = backend
+    return backend
+
+
+def _check_protocol(name: str, target: str, backend: object) -> None:
+    missing = missing_members(backend)
+    if missing:
+        raise ConfigError(f"backend {name!r} ({target}) does not implement the Backend protocol: "
+                          f"it lacks {', '.join(missing)}")
 
 
 def probe_all() -> list[Availability]:

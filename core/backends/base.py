@@ -86,11 +86,19 @@ class Backend(Protocol):
     ``compile`` writes every file the compiled model needs under ``workdir`` (the cache stores
     that directory as it is) and ``load`` rebuilds the compiled model from such a directory
     without compiling. A backend that cannot serialise its result returns ``cacheable = False``.
+
+    Attributes:
+        name: the registry name.
+        dynamic_batch: handles a dynamic batch dimension well (else: one artifact per bucket).
+        cacheable: ``compile``'s directory can be stored and loaded again.
+        auto_excluded: empty when ``backends="auto"`` tries this backend, else the measured
+            reason it is left out (naming it in ``backends`` still tries it).
     """
 
     name: str
-    dynamic_batch: bool  # handles a dynamic batch dim well (else: one artifact per bucket)
+    dynamic_batch: bool
     cacheable: bool
+    auto_excluded: str
 
     def probe(self) -> Availability:
         """Say whether this backend can run here (cheap after the first call)."""
@@ -105,10 +113,7 @@ class Backend(Protocol):
         ...
 
     def supports_precision(self, precision: str) -> str | None:
-        """Return None when ``precision`` can run here, else the reason (checked before compiling).
-
-        Optional: a backend without this method is taken to serve ``fp32`` only.
-        """
+        """Return None when ``precision`` can run here, else the reason (checked before compiling)."""
         ...
 
     def compile(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
@@ -118,3 +123,10 @@ class Backend(Protocol):
     def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
         """Load an artifact that ``compile`` wrote, without compiling."""
         ...
+
+
+def missing_members(backend: object) -> list[str]:
+    """The members of the :class:`Backend` protocol that ``backend`` lacks (empty: it conforms)."""
+    members = set(Backend.__annotations__) | {
+        n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")}
+    return sorted(m for m in members if not hasattr(backend, m))

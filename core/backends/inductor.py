@@ -46,6 +46,7 @@ class InductorBackend:
     name = "inductor"
     dynamic_batch = True
     cacheable = True
+    auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:

@@ -33,6 +33,7 @@ class NativeBackend:
     name = "native"
     dynamic_batch = True
     cacheable = False
+    auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:

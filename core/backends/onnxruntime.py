@@ -65,6 +65,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     dynamic_batch = True
     cacheable = True
+    auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:

@@ -1,5 +1,7 @@
 """The ``openvino`` backend: OpenVINO Runtime, reading torch, TF and ONNX models directly.
 
+Named dynamic dims (``seq``, ``h``) stay dynamic in the partial shapes, bounded by their range.
+
 Precision is always set explicitly (``INFERENCE_PRECISION_HINT``): on CPUs with AVX512_BF16 or
 AMX OpenVINO would otherwise run bf16 silently. On a CPU without native bf16 (or fp16) OpenVINO
 would quietly run fp32 for such a hint, so those precisions are declined there, and every
@@ -26,6 +28,7 @@ from .base import Availability, CompiledModel, CompileRequest
 
 if TYPE_CHECKING:
     from ..model import ModelHandle
+    from ..spec import TensorSpec
 
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _TYPE_NAMES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -35,6 +38,24 @@ def _port_index(ports: Any, names: list[str]) -> list[int]:
     """Each input's port: by name where OpenVINO kept the model's names, else by position."""
     port_names = [set(p.get_names()) for p in ports]
     return [next((j for j, pn in enumerate(port_names) if n in pn), i) for i, n in enumerate(names)]
+
+
+def _partial_shape(ov: Any, spec: TensorSpec) -> Any:
+    """The OpenVINO shape of ``spec``: static dims as they are, named dims bounded by their range.
+
+    The bounds cost nothing measurable (MiniLM, seq 7..128) and make OpenVINO itself refuse a
+    shape outside the range; the batch and anonymous dims stay unbounded.
+    """
+    dims = []
+    for d in spec.shape:
+        bounds = spec.range_of(d) if isinstance(d, str) else None
+        if isinstance(d, int):
+            dims.append(ov.Dimension(d))
+        elif bounds is not None:
+            dims.append(ov.Dimension(*bounds))
+        else:
+            dims.append(ov.Dimension(-1))
+    return ov.PartialShape(dims)
 
 
 class OvCompiled:
@@ -61,6 +82,7 @@ class OpenVinoBackend:
     name = "openvino"
     dynamic_batch = True
     cacheable = True
+    auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:
@@ -137,17 +159,19 @@ class OpenVinoBackend:
                                             example_input=example)
             elif model.framework == "torch":
                 ov_model = ov.convert_model(model.exported_program(dynamic_batch=dynamic))  # type: ignore[attr-defined]
-            else:
+            elif getattr(model, "signature_key", "serving_default") == "serving_default":
                 ov_model = ov.convert_model(str(model.saved_model_path()))  # type: ignore[attr-defined]
+            else:  # the directory would give serving_default: convert the signature's function
+                ov_model = ov.convert_model(model.signature_function())  # type: ignore[attr-defined]
         except ConversionError:
             raise
         except Exception as exc:
             raise ConversionError(f"openvino could not import the model: {exc}") from exc
         shapes = {}
-        for i, spec in enumerate(model.specs_for(request.batch)):
-            dims = [-1 if not isinstance(d, int) else d for d in spec.shape]
+        specs = model.specs_for(request.batch)
+        for spec, i in zip(specs, _port_index(ov_model.inputs, [s.name for s in specs])):
             if i < len(ov_model.inputs):
-                shapes[ov_model.inputs[i]] = ov.PartialShape(dims)
+                shapes[ov_model.inputs[i]] = _partial_shape(ov, spec)
         try:
             ov_model.reshape(shapes)
         except Exception as exc:

@@ -1,5 +1,8 @@
 """The ``tensorrt`` backend: NVIDIA TensorRT engines built from ONNX, for NVIDIA GPUs only.
 
+One optimisation profile covers the dynamic batch (1..``max_batch``) and every named dynamic
+dim over its range (``seq=1..512``), optimised for the example's sizes.
+
 Enabled only where ``tensorrt`` imports and an NVIDIA GPU with CUDA is visible. Device buffers
 are torch CUDA tensors, so no extra CUDA Python binding is needed.
 """
@@ -60,12 +63,40 @@ class TrtCompiled:
         return [t.cpu().numpy() for t in outs]
 
 
+def _profile_shapes(model: ModelHandle, request: CompileRequest,
+                    ) -> list[tuple[list[int], list[int], list[int]]]:
+    """Per input, the optimisation profile's (min, opt, max) shapes.
+
+    A dynamic batch spans 1..``max_batch`` (option, default 64) around 1; a named dim spans its
+    range around the example's size.
+    """
+    max_batch = int(request.options.get("max_batch", 64))
+    ranges, example = model.dim_ranges, model.example_dims
+    out = []
+    for spec in model.specs_for(request.batch):
+        lo, opt, hi = [], [], []
+        for i, d in enumerate(spec.shape):
+            if isinstance(d, int):
+                bounds, best = (d, d), d
+            elif i == 0 and model.batched:
+                bounds, best = (1, max_batch), 1
+            else:
+                bounds = ranges.get(str(d), spec.range_of(str(d)) or (1, 1))
+                best = min(max(example.get(str(d), bounds[0]), bounds[0]), bounds[1])
+            lo.append(bounds[0])
+            opt.append(best)
+            hi.append(bounds[1])
+        out.append((lo, opt, hi))
+    return out
+
+
 class TensorRtBackend:
     """NVIDIA TensorRT."""
 
     name = "tensorrt"
     dynamic_batch = True
     cacheable = True
+    auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:
@@ -113,14 +144,10 @@ class TensorRtBackend:
             config.set_flag(trt.BuilderFlag.FP16)
         elif request.precision == "bf16":
             config.set_flag(trt.BuilderFlag.BF16)
-        max_batch = int(request.options.get("max_batch", 64))
         profile = builder.create_optimization_profile()
-        for spec in model.specs_for(request.batch):
-            dims = [d if isinstance(d, int) else 1 for d in spec.shape]
-            lo, hi = list(dims), list(dims)
-            if request.batch is None and model.batched:
-                lo[0], hi[0] = 1, max_batch
-            profile.set_shape(spec.name, lo, dims, hi)
+        for spec, (lo, opt, hi) in zip(model.specs_for(request.batch),
+                                       _profile_shapes(model, request)):
+            profile.set_shape(spec.name, lo, opt, hi)
         config.add_optimization_profile(profile)
         engine = builder.build_serialized_network(network, config)
         if engine is None:

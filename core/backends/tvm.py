@@ -73,6 +73,9 @@ class TvmBackend:
     name = "tvm"
     dynamic_batch = False  # untuned dynamic-shape kernels are slow; compile one bucket each
     cacheable = True
+    auto_excluded = ("left out of auto: untuned, TVM ran many times slower than native on the "
+                     "CPU for every benchmarked model (README, TVM table); name it in backends "
+                     "to try it")
 
     @functools.cache  # noqa: B019 - one instance per process
     def probe(self) -> Availability:
@@ -100,7 +103,16 @@ class TvmBackend:
         return None if precision == "fp32" else f"tvm serves fp32 only; {precision} is not wired"
 
     def supports(self, model: ModelHandle) -> str | None:
-        """TVM takes fp32 models only here."""
+        """Any model whose only dynamic dim is the batch (which is bucketed).
+
+        Dynamic dims beyond the batch (``seq``, ``h``) are declined rather than bucketed:
+        padding along them is only correct for masked inputs, which a model's signature does
+        not tell, and untuned symbolic kernels run slowly.
+        """
+        dims = getattr(model, "dim_ranges", {})
+        if dims:
+            return (f"dynamic non-batch dims need one build per size, which tvm does not do "
+                    f"({', '.join(dims)}); give them static sizes to try tvm")
         return None
 
     def _target(self, request: CompileRequest) -> tuple[Any, str]:

@@ -1,8 +1,11 @@
-"""One conformance suite over every backend: compile, run, compare with the framework.
+"""One conformance suite over every registered backend: compile, run, compare with the framework.
 
-Each backend compiles each model directly (no benchmarking), runs it on fresh random inputs at
-several batch sizes (dynamic batch where the backend declares it, else its bucket), is compared
-with PyTorch under the fp32 tolerance, and is then reloaded from its artifact directory alone.
+Each backend ``backend_names()`` lists (built-in, entry point or registered) compiles each model
+directly (no benchmarking), runs it on fresh random inputs at several batch sizes (dynamic batch
+where the backend declares it, else its bucket), is compared with PyTorch under the fp32
+tolerance, and is then reloaded from its artifact directory alone. A backend that says cleanly
+that it cannot run here (``available=False``) is skipped with its reason; one whose ``probe``
+raises fails.
 """
 
 from __future__ import annotations
@@ -10,15 +13,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yellowstone.backends import CompileRequest, get_backend
+from yellowstone.backends import Availability, CompileRequest, backend_names, get_backend
 from yellowstone.model import load_model
 from yellowstone.validate import compare
 
-from ..conftest import backend_param
 from .models import NAMES, build
 
-BACKENDS = [backend_param(b) for b in ("onnxruntime", "openvino", "tvm", "inductor")]
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrise ``backend_name`` over every registered backend, with its marker if any."""
+    if "backend_name" not in metafunc.fixturenames:
+        return
+    markers = {line.split(":")[0].strip() for line in metafunc.config.getini("markers")}
+    metafunc.parametrize("backend_name", [
+        pytest.param(name, id=name, marks=[getattr(pytest.mark, name)] if name in markers else [])
+        for name in backend_names()])
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +46,13 @@ def handles():
     return get
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("model_name", NAMES)
 def test_backend_matches_framework(backend_name, model_name, handles, tmp_path):
     backend = get_backend(backend_name)
-    avail = backend.probe()
+    avail = backend.probe()  # a probe that raises fails here: only a clean "no" skips
+    assert isinstance(avail, Availability) and avail.name == backend_name
     if not avail.available:
+        assert avail.reason, f"{backend_name} is unavailable without a reason"
         pytest.skip(f"{backend_name}: {avail.reason}")
     handle = handles(model_name)
     assert handle.batched

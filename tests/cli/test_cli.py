@@ -53,7 +53,7 @@ def test_compile_out_then_cache_hit(torchscript_file, tmp_path, monkeypatch):
     env = dict(__import__("os").environ, YELLOWSTONE_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("YELLOWSTONE_BACKEND", None)
     args = ["compile", str(torchscript_file), "--input", "x:-1x32:float32",
-            "--backends", "onnxruntime,openvino", "--time-budget", "0.05", "--json"]
+            "--backends", "onnxruntime,openvino", "--time_budget_s", "0.05", "--json"]
     first = json.loads(ys(*args, "--out", str(tmp_path / "art"), env=env).stdout)
     assert first["cache"] == "miss" and first["chosen"] in ("native", "onnxruntime", "openvino")
     statuses = {c["backend"]: c["status"] for c in first["candidates"]}
@@ -67,7 +67,7 @@ def test_compile_out_then_cache_hit(torchscript_file, tmp_path, monkeypatch):
 def test_bench_table_and_plot(torchscript_file, tmp_path):
     plot = tmp_path / "bench.png"
     proc = ys("bench", str(torchscript_file), "--input", "x:-1x32", "--backends",
-              "onnxruntime", "--batch-sizes", "1,4", "--time-budget", "0.05", "--no-cache",
+              "onnxruntime", "--batch_sizes", "1,4", "--time_budget_s", "0.05", "--cache", "false",
               "--plot", str(plot))
     assert "p50 ms b1" in proc.stdout and "p50 ms b4" in proc.stdout
     assert "onnxruntime" in proc.stdout

@@ -74,15 +74,19 @@ class FakeCompiled:
 
 
 class FakeBackend:
-    """Configurable fake: delay per call, output offset (to fail validation), compile failure."""
+    """Configurable fake: delay per call, output offset (to fail validation), compile or load
+    failure, the precisions it serves, and the tag that leaves it out of ``auto``."""
 
     cacheable = True
 
     def __init__(self, name: str, *, delay: float = 0.0, offset: float = 0.0,
                  fail_compile: bool = False, available: bool = True, dynamic_batch: bool = True,
                  compile_log: Path | None = None, compile_sleep: float = 0.0,
-                 precisions: tuple[str, ...] = ("fp32",), noise: float = 0.0):
+                 precisions: tuple[str, ...] = ("fp32",), noise: float = 0.0,
+                 auto_excluded: str = "", fail_load: BaseException | None = None):
         self.name, self.delay, self.offset = name, delay, offset
+        self.auto_excluded = auto_excluded
+        self.fail_load = fail_load  # raised by load() (a cached artifact that does not load)
         self.fail_compile, self.available = fail_compile, available
         self.dynamic_batch = dynamic_batch
         self.compile_log = compile_log
@@ -123,6 +127,8 @@ class FakeBackend:
 
     def load(self, model, request: CompileRequest, workdir: Path):
         self.loads += 1
+        if self.fail_load is not None:
+            raise self.fail_load
         return self._load(model, request, workdir)
 
     def _load(self, model, request, workdir):

@@ -75,13 +75,13 @@ def test_all_candidates_fail_serves_native_and_says_so(fakes, caplog):
 
 
 def test_validation_error_lists_each_output(fakes):
-    from yellowstone.engine import _validate
+    from yellowstone.judge import validate
 
     model = NumpyModel()
     compiled = {None: fakes["wrong"].compile(model, _req(), _tmp(model))}
     feeds = model.random_feeds(batch=2, seed=1)
     with pytest.raises(ToleranceError) as exc:
-        _validate("wrong", model, compiled, BoostConfig(), [("set", feeds, model.run(feeds))])
+        validate("wrong", model, compiled, BoostConfig(), [("set", feeds, model.run(feeds))])
     assert len(exc.value.mismatches) == 2
 
 
@@ -92,7 +92,7 @@ def test_kill_switch_never_compiles(fakes, monkeypatch):
     assert fakes["fast"].compiles == 0
 
 
-def test_runtime_failure_falls_back_per_call_then_for_good(fakes, caplog):
+def test_runtime_failure_falls_back_per_call_then_opens_the_breaker(fakes, caplog):
     fakes["fast"].fail_at_run = [0]
     model = NumpyModel()
     boosted = yellowstone.boost(model, backends="fast", max_runtime_failures=2, **FAST)
@@ -105,8 +105,8 @@ def test_runtime_failure_falls_back_per_call_then_for_good(fakes, caplog):
         assert boosted.backend == "fast"  # one failure: only that call went native
         boosted.run(x)
     np.testing.assert_allclose(first[0], model.run(x)[0], rtol=1e-6)
-    assert boosted.backend == "native"
-    assert "failed 2 times" in boosted.report.fallback_reason
+    assert boosted.backend == "native"  # the breaker is open (tests/unit/test_breaker.py)
+    assert "failed 2 times in a row" in boosted.report.fallback_reason
     assert metrics.get(metrics.FALLBACKS, backend="fast", reason="runtime") == before + 2
     assert sum("served by native" in r.getMessage() for r in caplog.records) == 2
 
@@ -207,11 +207,36 @@ def test_degenerate_reference_is_flagged(fakes):
     assert "warning:" in boosted.report.table()
 
 
-def test_auto_leaves_out_excluded_backends_with_the_reason(fakes, monkeypatch):
+def test_auto_leaves_out_tagged_backends_with_the_reason(fakes, monkeypatch):
     import yellowstone.engine as engine
 
-    monkeypatch.setattr(engine, "backend_names", lambda: ["native", "fast", "tvm"])
-    rep = yellowstone.boost(NumpyModel(), backends="auto", **FAST).report
-    tvm = rep.candidate("tvm")
-    assert tvm.status == "unavailable" and "left out of auto" in tvm.reason
-    assert rep.chosen == "fast"
+    tagged = FakeBackend("tagged", auto_excluded="left out of auto: measured slower")
+    register_backend("tagged", tagged)
+    try:
+        monkeypatch.setattr(engine, "backend_names", lambda: ["native", "fast", "tagged"])
+        rep = yellowstone.boost(NumpyModel(), backends="auto", **FAST).report
+        assert rep.candidate("tagged").status == "unavailable"
+        assert rep.candidate("tagged").reason == "left out of auto: measured slower"
+        assert rep.chosen == "fast" and tagged.compiles == 0
+        # named explicitly, a tagged backend is tried
+        named = yellowstone.boost(NumpyModel(), backends="tagged", cache=False, **FAST).report
+        assert named.candidate("tagged").status == "chosen" and tagged.compiles == 1
+    finally:
+        unregister_backend("tagged")
+
+
+def test_native_calls_are_timed_too(cache_dir, monkeypatch):
+    """Dashboards see latency whatever serves: the framework's calls emit inference timings."""
+    monkeypatch.setenv("YELLOWSTONE_BACKEND", "native")
+
+    def native_count():
+        return sum(t[0] for name, _, labels, _, t in metrics.series()
+                   if name == metrics.INFERENCE_MS and t and labels.get("backend") == "native"
+                   and labels.get("model") == "numpy-mlp")
+
+    model = NumpyModel()
+    boosted = yellowstone.boost(model, **FAST)
+    assert boosted.backend == "native"
+    before = native_count()
+    boosted.run(model.random_feeds(batch=2, seed=3))
+    assert native_count() == before + 1

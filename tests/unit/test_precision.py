@@ -3,14 +3,11 @@ and how the engine offers a precision only to backends that can run it (fake bac
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 
 import yellowstone
 from yellowstone.backends import register_backend, unregister_backend
-from yellowstone.engine import _precision_problem
 from yellowstone.errors import ConfigError
 from yellowstone.spec import TensorSpec, random_inputs
 from yellowstone.validate import OutputError, compare, pooled_problems
@@ -141,12 +138,6 @@ def test_noisy_backend_is_rejected_at_fp32_with_its_errors_reported(quant, cache
     cand = boosted.report.candidate("quant")
     assert boosted.backend == "native" and cand.status == "rejected"
     assert cand.max_abs_err is not None and cand.max_abs_err > 1e-4  # what it would have cost
-
-
-def test_backends_without_a_precision_check_serve_fp32_only():
-    legacy = types.SimpleNamespace(name="legacy")
-    assert _precision_problem(legacy, "fp32") is None
-    assert _precision_problem(legacy, "int8") == "legacy serves fp32 only"
 
 
 def test_task_and_calibration_options_are_validated():

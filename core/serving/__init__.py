@@ -1,0 +1,24 @@
+"""The server-agnostic serving layer every plugin (TorchServe, KServe, TF Serving) and the interposer use.
+
+It knows no server. A plugin is its protocol codec and its lifecycle over these pieces:
+
+    settings   a config section (YAML, flags, environment) -> plugin keys + ``BoostConfig``;
+               the boost flags every server CLI adds, one spelling each (the field name)
+    inputs     input specs from ``NAME:SHAPE[:DTYPE]`` strings or mappings, as ``TensorSpec``;
+               fresh random example feeds for them
+    threads    how many threads each worker's backend gets (cgroup-aware)
+    status     any exception -> (HTTP status, gRPC code, message), the same on every server
+    telemetry  the bridge from core metrics to a server's metrics system, and Prometheus text
+"""
+
+from __future__ import annotations
+
+from .inputs import example_feeds, parse_specs
+from .settings import Section, add_boost_flags, boost_config, boost_flags, split_section
+from .status import Status, status_of
+from .telemetry import MetricsBridge, prometheus_text
+from .threads import ThreadPlan, plan_threads
+
+__all__ = ["Section", "split_section", "boost_config", "add_boost_flags", "boost_flags",
+           "parse_specs", "example_feeds", "ThreadPlan", "plan_threads", "Status", "status_of",
+           "MetricsBridge", "prometheus_text"]

@@ -1,0 +1,38 @@
+"""How many threads each worker's backend gets, so N workers on one host do not oversubscribe it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .. import hardware
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ThreadPlan:
+    """Threads for one worker.
+
+    Attributes:
+        cores: the cores this process may use (affinity mask capped by the cgroup CPU quota).
+        workers: worker processes sharing them.
+        threads: intra-op threads for the backend and the framework; 0 means the backend's own
+            default (one worker with every core of the affinity mask).
+        shared: other workers share these cores: idle threads should sleep rather than spin.
+    """
+
+    cores: int
+    workers: int
+    threads: int
+    shared: bool
+
+
+def plan_threads(workers: int = 1, threads: int = 0) -> ThreadPlan:
+    """``threads`` when given; else cores // workers; else the pod's CPU limit, else 0."""
+    cores = hardware.available_cores()
+    workers = max(1, int(workers))
+    if threads:
+        n = int(threads)
+    elif workers > 1:
+        n = max(1, cores // workers)
+    else:
+        n = cores if cores < hardware.affinity_cores() else 0
+    return ThreadPlan(cores=cores, workers=workers, threads=n, shared=workers > 1)
