@@ -15,7 +15,9 @@ sent real tokenized sentences; its model directory carries ``examples.npz`` (and
 gRPC V2 carries tensors as raw bytes that KServe hands to the model with ``np.frombuffer``.
 REST V2 with binary tensors does not stay binary inside KServe 0.21: ``InferRequest.from_bytes``
 turns every element into a Python object (``set_data_from_numpy(..., binary_data=False)``),
-about 60 ms for one 224x224 image on this machine, paid by both predictors alike.
+about 60 ms for one 224x224 image on this machine. The plain predictor pays it; the boost
+predictor decodes the body itself with NumPy (``yellowstone.plugins.kserve.routes``).
+``request_breakdown_kserve.py`` splits one request into its stages.
 """
 
 from __future__ import annotations
@@ -39,34 +41,49 @@ PROTOCOLS = {"grpc": "gRPC V2 (raw tensor contents)", "rest": "REST V2 (binary t
 
 
 # -- the plain predictor (run in its own process with --serve-plain) ---------------------------
-def serve_plain(model_dir: str, name: str, http_port: int, grpc_port: int, threads: int) -> None:
+def plain_model(model_dir: str, name: str) -> object:
+    """What a user writes without yellowstone: a ``kserve.Model`` that calls TorchScript.
+
+    Its steps are methods so that ``request_breakdown_kserve.py`` can time each.
+    """
     import kserve
     import torch
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
-    if threads:
-        torch.set_num_threads(threads)
-
     class PlainModel(kserve.Model):
-        """What a user writes without yellowstone: load TorchScript, call it."""
-
         def load(self) -> bool:
             self.module = torch.jit.load(str(Path(model_dir) / "model.pt")).eval()
             self.ready = True
             return True
 
-        def predict(self, payload, headers=None):
-            xs = [torch.from_numpy(i.as_numpy()) for i in payload.inputs]
+        def to_tensors(self, payload):
+            return [torch.from_numpy(i.as_numpy()) for i in payload.inputs]
+
+        def run(self, xs):
             with torch.inference_mode():
-                y = self.module(*xs).numpy()
+                return self.module(*xs).numpy()
+
+        def to_response(self, payload, y):
             out = InferOutput("output", list(y.shape), "FP32")
             out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
             return InferResponse(payload.id or "1", self.name, [out])
 
+        def predict(self, payload, headers=None):
+            return self.to_response(payload, self.run(self.to_tensors(payload)))
+
     model = PlainModel(name)
     model.load()
+    return model
+
+
+def serve_plain(model_dir: str, name: str, http_port: int, grpc_port: int, threads: int) -> None:
+    import kserve
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, enable_grpc=True,
-                       enable_latency_logging=False).start([model])
+                       enable_latency_logging=False).start([plain_model(model_dir, name)])
 
 
 # -- driver -------------------------------------------------------------------------------------

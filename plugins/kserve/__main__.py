@@ -3,7 +3,10 @@
     python -m yellowstone.plugins.kserve --model_name NAME --model_dir /mnt/models
         [--backends onnxruntime,openvino] [--precision fp32] [--http_port 8080 --grpc_port 8081 ...]
 
-KServe's own server flags come from its parent parser (``kserve.model_server.parser``).
+KServe's own server flags come from its parent parser (``kserve.model_server.parser``); the
+boost flags are the serving layer's, one per ``BoostConfig`` field and spelled as it
+(``--time_budget_s``, ``--batch_sizes``, ...). KServe's ``--workers`` (uvicorn workers) feeds
+``workers``, so the workers share this pod's cores.
 """
 
 from __future__ import annotations
@@ -14,15 +17,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-logger = logging.getLogger("yellowstone.plugins.kserve")
+from yellowstone.serving import add_boost_flags, boost_flags, parse_specs
 
-# Our flags that map 1:1 onto BoostConfig fields (None = not given: yaml/env/default decide).
-_BOOST_FLAGS = ("backends", "precision", "task", "calibration", "batch_sizes", "time_budget_s",
-                "validation_rounds", "threads", "cache_dir")
+logger = logging.getLogger("yellowstone.plugins.kserve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """KServe's server flags plus the model directory and boost options."""
+    """KServe's server flags plus the model directory and the boost flags."""
     from kserve import model_server
 
     parser = argparse.ArgumentParser(
@@ -40,26 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="NAME:SHAPE[:DTYPE]",
                         help="an input spec, e.g. x:1x16:float32 (repeat per input); "
                              "TorchScript models need them")
-    parser.add_argument("--backends", default=None,
-                        help="candidate backends, comma-separated (default: auto)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16", "int8"))
-    parser.add_argument("--task", default=None,
-                        choices=("auto", "classification", "embedding", "regression"),
-                        help="what the outputs mean: the accuracy measure for bf16/fp16/int8")
-    parser.add_argument("--calibration", default=None, metavar="FILE.npz",
-                        help="real inputs to calibrate int8 on (one array per input name)")
-    parser.add_argument("--batch_sizes", default=None, help="served batch sizes, e.g. 1,8")
-    parser.add_argument("--time_budget_s", default=None, type=float,
-                        help="benchmark time per candidate and batch size")
-    parser.add_argument("--validation_rounds", default=None, type=int)
-    parser.add_argument("--threads", default=None, type=int, help="intra-op threads per backend")
-    parser.add_argument("--cache_dir", default=None, help="compile cache (YELLOWSTONE_CACHE_DIR)")
+    add_boost_flags(parser, exclude=("workers",))  # KServe's own --workers feeds it
     return parser
 
 
 def boost_options(args: argparse.Namespace) -> dict[str, Any]:
     """The BoostConfig fields given on the command line."""
-    opts = {k: getattr(args, k) for k in _BOOST_FLAGS if getattr(args, k) is not None}
+    opts = boost_flags(args, exclude=("workers",))
+    # KServe's --workers (default 1) is not ours: it feeds ``workers`` only when it says more.
     if getattr(args, "workers", 1) > 1:  # uvicorn workers share this pod's cores
         opts["workers"] = args.workers
     return opts
@@ -83,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from yellowstone.errors import YellowstoneError
 
-    from .layout import parse_inputs
     from .model import BoostModel
 
     server = kserve.ModelServer(
@@ -93,9 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         enable_latency_logging=args.enable_latency_logging,
         access_log_format=args.access_log_format, event_loop=args.event_loop,
         timeout_keep_alive=args.timeout_keep_alive)
+    from .errors import install_log_filter
+
+    install_log_filter()  # KServe's own 400s (gRPC raw contents that do not match): one line
     try:
         model = BoostModel(args.model_name, args.model_dir, options=boost_options(args),
-                           inputs=parse_inputs(args.inputs, "--input"),
+                           inputs=parse_specs(args.inputs, where="--input"),
                            model_file=args.model_file, artifact_dir=args.artifact_dir)
         model.load()
     except YellowstoneError as exc:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from yellowstone.errors import ConfigError, ModelLoadError
-from yellowstone.spec import TensorSpec, parse_input_spec
+from yellowstone.serving import parse_specs, split_section
+from yellowstone.spec import TensorSpec
 
 ARTIFACT_MARKER = "yellowstone.json"
 CONFIG_NAMES = ("yellowstone.yaml", "yellowstone.yml")
@@ -143,54 +144,30 @@ def resolve_layout(model_dir: str | Path, *, model_file: str | None = None,
     return ModelLayout(model_path=models[0], form=form, artifact_dir=art, config_file=config)
 
 
-def _spec(item: Any, where: str) -> TensorSpec:
-    if isinstance(item, str):
-        return parse_input_spec(item)
-    if isinstance(item, Mapping):
-        try:
-            return TensorSpec(name=str(item["name"]),
-                              shape=tuple(None if int(d) < 0 else int(d) for d in item["shape"]),
-                              dtype=str(item.get("dtype", "float32")))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}: bad input {item!r}; expected name, shape, dtype") from exc
-    raise ConfigError(f"{where}: bad input {item!r}; expected 'NAME:SHAPE[:DTYPE]' or a mapping")
-
-
-def parse_inputs(items: Sequence[Any], where: str) -> tuple[TensorSpec, ...]:
-    """Parse input specs given as ``NAME:SHAPE[:DTYPE]`` strings or name/shape/dtype mappings."""
-    return tuple(_spec(item, where) for item in items)
-
-
 def read_options(layout: ModelLayout) -> ModelOptions:
-    """Read ``yellowstone.yaml``; reject unknown keys with BoostConfig's list of valid ones."""
+    """Read ``yellowstone.yaml``: the plugin's keys, and BoostConfig fields validated by name."""
     if layout.config_file is None:
         return ModelOptions()
     import yaml
 
+    where = str(layout.config_file)
     try:
-        data = yaml.safe_load(layout.config_file.read_text()) or {}
+        data = yaml.safe_load(layout.config_file.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {layout.config_file}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{layout.config_file} must hold a mapping")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    inputs = data.pop("inputs", None) or []
-    if not isinstance(inputs, list):
-        raise ConfigError(f"{layout.config_file}: 'inputs' must be a list")
-    signature = str(data.pop("signature", "serving_default"))
+        raise ConfigError(f"cannot read {where}: {exc}") from exc
+    section = split_section(data, PLUGIN_KEYS, where=where)
     here = layout.config_file.parent
-    examples = data.pop("examples", None)
+    examples = section.plugin.get("examples")
     if examples is not None:
         examples = here / str(examples)
         if not examples.is_file():
-            raise ConfigError(f"{layout.config_file}: examples file {examples} does not exist")
-    if data.get("calibration"):
-        data["calibration"] = str(here / str(data["calibration"]))
-    from yellowstone import BoostConfig
-
-    BoostConfig.from_dict(data)  # fail at load, naming the bad key and listing the valid ones
-    return ModelOptions(inputs=parse_inputs(inputs, str(layout.config_file)),
-                        signature=signature, examples=examples, boost=data)
+            raise ConfigError(f"{where}: examples file {examples} does not exist")
+    boost = dict(section.boost)
+    if boost.get("calibration"):
+        boost["calibration"] = str(here / str(boost["calibration"]))
+    return ModelOptions(inputs=parse_specs(section.plugin.get("inputs"), where=f"{where}: inputs"),
+                        signature=str(section.plugin.get("signature") or "serving_default"),
+                        examples=examples, boost=boost)
 
 
 def read_examples(path: Path | None) -> dict[str, Any] | None:

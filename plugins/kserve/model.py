@@ -1,8 +1,11 @@
 """``BoostModel``: a ``kserve.Model`` that serves a model directory through ``yellowstone.boost``.
 
 It loads what KServe's storage initializer put in ``/mnt/models`` (see :mod:`.layout`), boosts
-it (or loads the shipped artifact directory), and answers V1 and V2 requests over REST and gRPC.
-It is ready only once it can serve: boosted, or on ``native`` after a logged fallback.
+it (or loads the shipped artifact directory), and answers V1 and V2 requests over REST and gRPC;
+its own route decodes V2 REST bodies with NumPy (:mod:`.routes`). It is ready only once it can
+serve: boosted, or on ``native`` after a logged fallback. Every error is answered with
+``yellowstone.serving.status_of``'s status (:mod:`.errors`), and the ``yellowstone_*`` metrics
+show on KServe's ``/metrics`` (:mod:`.metrics`).
 """
 
 from __future__ import annotations
@@ -14,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import kserve
-from kserve.errors import InferenceError, InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
-from yellowstone.errors import BadRequestError, YellowstoneError
+from yellowstone.config import BoostConfig
+from yellowstone.serving import boost_config
 from yellowstone.spec import TensorSpec
 
-from . import codec
-from .layout import ModelLayout, artifact_inputs, read_examples, read_options, resolve_layout
+from . import codec, errors, metrics, routes
+from .layout import ModelLayout, ModelOptions, artifact_inputs, read_examples, read_options, resolve_layout
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +57,32 @@ class BoostModel(kserve.Model):
         self.layout: ModelLayout | None = None
         self.boosted: Any = None
         self._output_meta: list[dict[str, Any]] = []
+        _install()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A REST worker process (``--workers`` > 1) unpickles the model: install there too."""
+        self.__dict__.update(state)
+        _install()
 
     # -- lifecycle ------------------------------------------------------------------------
+    def resolve(self) -> tuple[ModelLayout, ModelOptions, BoostConfig]:
+        """The model directory's layout, its ``yellowstone.yaml`` and the ``BoostConfig``.
+
+        Flags (``options``) > ``yellowstone.yaml`` > ``YELLOWSTONE_*`` > defaults; the kill
+        switch ``YELLOWSTONE_BACKEND=native`` wins over all (``yellowstone.serving``).
+        """
+        layout = resolve_layout(self.model_dir, model_file=self.model_file,
+                                artifact_dir=self.artifact_dir)
+        opts = read_options(layout)
+        return layout, opts, boost_config(flags=self.options, section=opts.boost)
+
     def load(self) -> bool:
         """Boost the model; ready once it can serve. Errors propagate (the server must not start)."""
         if self.boosted is not None:
             return bool(getattr(self, "ready", False))
         import yellowstone
 
-        layout = resolve_layout(self.model_dir, model_file=self.model_file,
-                                artifact_dir=self.artifact_dir)
-        opts = read_options(layout)
+        layout, opts, config = self.resolve()
         specs = self.inputs or opts.inputs or (
             artifact_inputs(layout.artifact_dir) if layout.form == "torchscript" else ())
         if layout.form == "saved_model":
@@ -76,9 +94,9 @@ class BoostModel(kserve.Model):
         if layout.form == "saved_model" and opts.signature != "serving_default":
             model = yellowstone.load_model(model, examples, input_specs=specs or None,
                                            signature=opts.signature)
-        boosted = yellowstone.boost(model, examples, config=opts.boost, input_specs=specs or None,
+        boosted = yellowstone.boost(model, examples, config=config, input_specs=specs or None,
                                     sample_inputs=[examples] if examples else (),
-                                    artifact_dir=layout.artifact_dir, **self.options)
+                                    artifact_dir=layout.artifact_dir)
         self.layout, self.boosted = layout, boosted
         self._output_meta = self._probe_outputs()
         report = boosted.report
@@ -127,29 +145,43 @@ class BoostModel(kserve.Model):
         boosted = self.boosted
         if boosted is None:
             raise kserve.errors.ModelNotReady(self.name)
-        specs = boosted.inputs
-        if isinstance(payload, InferRequest):
-            feeds = codec.decode_v2(payload, specs)
+        try:
+            return await self._predict(boosted, payload, response_headers)
+        except Exception as exc:  # noqa: BLE001 - every error is answered with its status
+            error = errors.to_kserve(exc)
+            errors.log_error(self.name, error)
+            raise error from exc
+
+    async def _predict(self, boosted: Any, payload: Any,
+                       response_headers: dict[str, str] | None) -> Any:
+        v2 = isinstance(payload, InferRequest)
+        if v2:
+            feeds = codec.decode_v2(payload, boosted.inputs)
             codec.requested_outputs(payload, boosted.output_names)
         else:
-            feeds = codec.decode_v1(payload, specs)
+            feeds = codec.decode_v1(payload, boosted.inputs)
         loop = asyncio.get_running_loop()
-        try:  # off the event loop: concurrent requests run side by side in its executor
-            outputs = await loop.run_in_executor(None, boosted.run, feeds)
-        except BadRequestError as exc:
-            raise InvalidInput(str(exc)) from exc
-        except YellowstoneError as exc:
-            if 400 <= exc.http_status < 500:
-                raise InvalidInput(str(exc)) from exc
-            raise InferenceError(str(exc), status=str(exc.http_status)) from exc
+        # Off the event loop: concurrent requests run side by side in its executor.
+        outputs = await loop.run_in_executor(None, boosted.run, feeds)
         backend = boosted.backend
         if response_headers is not None:
             response_headers[BACKEND_HEADER] = backend
         names = boosted.output_names
-        if isinstance(payload, InferRequest):
+        if v2:
             return codec.encode_v2(payload, self.name, outputs, names,
                                    parameters={"yellowstone_backend": backend})
         return codec.encode_v1(outputs, names, rows=bool(boosted.handle.batched))
+
+
+def _install() -> None:
+    """Install the REST error answers, the predictor's REST routes and the metrics.
+
+    :func:`errors.install` (:class:`errors.StatusError` on KServe's app), :func:`routes.install`
+    and :func:`metrics.register` (``/metrics``).
+    """
+    errors.install()
+    routes.install()
+    metrics.register()
 
 
 def _settle_tf_import_order() -> None:

@@ -47,6 +47,19 @@ def test_fallback_is_visible_and_ready(server):
     assert asyncio.run(go()) == (True, True)
 
 
+def test_fallback_is_counted_on_metrics(server):
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{server.base_url}/metrics", timeout=30).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["yellowstone_fallbacks"].type == "counter"
+    assert [(s.name, s.labels["reason"], s.value) for s in families["yellowstone_fallbacks"].samples
+            if s.name.endswith("_total")] == [("yellowstone_fallbacks_total", "compile", 1.0)]
+    assert [s.labels["backend"] for s in families["yellowstone_backend_in_use"].samples
+            if s.value == 1] == ["native"]
+
+
 def test_serves_native_values(server, tmp_path):
     import torch
     from kserve import InferenceGRPCClient, InferInput, InferRequest

@@ -240,11 +240,144 @@ def _rest_call(server, protocol, data, model=NAME, headers=None):
 JSON = {"content-type": "application/json"}
 
 
-@pytest.mark.parametrize(("protocol", "status"), [("v1", 400), ("v2", 422)])
-def test_malformed_json_is_4xx(server, protocol, status):
-    """KServe answers V1 with InvalidInput (400), V2 with FastAPI's body validation (422)."""
+@pytest.mark.parametrize("protocol", ["v1", "v2"])
+def test_malformed_json_is_400(server, protocol):
+    """KServe answers V1 with InvalidInput (400); V2's body validation is 400 too (not 422)."""
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 16], "data": [1.0, 2'
-    assert _status_of(_rest_call(server, protocol, body, headers=dict(JSON))) == status
+    assert _status_of(_rest_call(server, protocol, body, headers=dict(JSON))) == 400
+
+
+@pytest.mark.parametrize("shape", [[-1, 16], [1.5, 16]])
+def test_v2_bad_shape_dimension_is_400(server, shape):
+    """-1 is metadata's "any size", never a request's; a fraction is no dimension."""
+    import requests
+
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": [0.5] * 16},
+                       {"name": "ids", "datatype": "INT64", "shape": [1, 4], "data": [1] * 4}]}
+    resp = requests.post(f"{server.base_url}/v2/models/{NAME}/infer", json=body, timeout=60)
+    assert resp.status_code == 400, resp.text
+    assert "shape" in resp.json()["error"]
+
+
+BINARY = "inference-header-content-length"
+
+
+def _binary_body(x, ids, *, x_shape=None, **extra) -> tuple[bytes, dict[str, str]]:
+    """A V2 body with the binary tensor extension, written by hand (little-endian, row-major)."""
+    import json
+
+    raw_x, raw_ids = x.astype("<f4").tobytes(), ids.astype("<i8").tobytes()
+    header = json.dumps({"id": "bin-1", "inputs": [
+        {"name": "x", "shape": x_shape or list(x.shape), "datatype": "FP32",
+         "parameters": {"binary_data_size": len(raw_x)}},
+        {"name": "ids", "shape": list(ids.shape), "datatype": "INT64",
+         "parameters": {"binary_data_size": len(raw_ids)}}], **extra}).encode()
+    return header + raw_x + raw_ids, {BINARY: str(len(header)),
+                                      "Content-Type": "application/octet-stream"}
+
+
+def test_v2_binary_request_equals_json_request(server, reference):
+    """The predictor decodes binary tensors itself (NumPy): the same answer as the JSON path."""
+    import requests
+
+    x, ids = _inputs(3)
+    url = f"{server.base_url}/v2/models/{NAME}/infer"
+    body, headers = _binary_body(x, ids)
+    binary = requests.post(url, data=body, headers=headers, timeout=60)
+    as_json = requests.post(url, timeout=60, json={"id": "bin-1", "inputs": [
+        {"name": "x", "shape": [3, 16], "datatype": "FP32", "data": x.ravel().tolist()},
+        {"name": "ids", "shape": [3, 4], "datatype": "INT64", "data": ids.ravel().tolist()}]})
+    assert binary.status_code == as_json.status_code == 200, (binary.text, as_json.text)
+    assert BINARY not in binary.headers  # no binary output asked for: KServe's JSON answer
+    assert binary.json() == as_json.json()
+    out = {o["name"]: o for o in binary.json()["outputs"]}
+    want_scores, want_label = reference(x, ids)
+    np.testing.assert_allclose(np.reshape(out["scores"]["data"], (3, 5)), want_scores,
+                               atol=ATOL, rtol=1e-4)
+    assert out["label"]["data"] == want_label.tolist()
+
+
+def test_v2_binary_outputs_when_asked(server, reference):
+    import json
+
+    import requests
+
+    x, ids = _inputs(2)
+    body, headers = _binary_body(x, ids, outputs=[
+        {"name": "scores", "parameters": {"binary_data": True}}, {"name": "label"}])
+    resp = requests.post(f"{server.base_url}/v2/models/{NAME}/infer", data=body,
+                         headers=headers, timeout=60)
+    assert resp.status_code == 200, resp.text
+    length = int(resp.headers[BINARY])
+    meta = json.loads(resp.content[:length])
+    scores, label = meta["outputs"]
+    assert "data" not in scores and scores["parameters"]["binary_data_size"] == 2 * 5 * 4
+    want_scores, want_label = reference(x, ids)
+    np.testing.assert_allclose(np.frombuffer(resp.content[length:], "<f4").reshape(2, 5),
+                               want_scores, atol=ATOL, rtol=1e-4)
+    assert label["data"] == want_label.tolist()
+
+
+@pytest.mark.parametrize("shape", [[-1, 16], [1.5, 16], [2, 15]])
+def test_v2_bad_binary_shape_is_400_in_one_line(server, shape):
+    """KServe's own decoder answered [-1, 16] and [1.5, 16] with a 500 and a traceback."""
+    import time
+
+    import requests
+
+    x, ids = _inputs(2)
+    before = len(server.log_text())
+    body, headers = _binary_body(x, ids, x_shape=shape)
+    resp = requests.post(f"{server.base_url}/v2/models/{NAME}/infer", data=body,
+                         headers=headers, timeout=60)
+    assert resp.status_code == 400, resp.text
+    assert "shape" in resp.json()["error"]
+    time.sleep(0.5)
+    new = server.log_text()[before:]
+    assert new.count("400 INVALID_ARGUMENT") == 1 and "Traceback" not in new, new
+
+
+def test_kserve_own_400s_are_logged_in_one_line(server):
+    """A V1 body that is not JSON, and gRPC raw contents that do not match the inputs, are
+    found by KServe before the predictor runs; each is 400 / INVALID_ARGUMENT in one line."""
+    import time
+
+    import grpc
+    import requests
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+
+    before = len(server.log_text())
+    resp = requests.post(f"{server.base_url}/v1/models/{NAME}:predict", data=b"\x00not json",
+                         headers={"Content-Type": "application/json"}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]
+    x, ids = _inputs(1)
+    request = pb.ModelInferRequest(model_name=NAME, inputs=[
+        pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 16])],
+        raw_input_contents=[x.tobytes(), ids.tobytes()])  # two raw contents for one input
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request,
+                                                                                   timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    time.sleep(0.5)
+    new = server.log_text()[before:]
+    assert new.count("400 INVALID_ARGUMENT") == 2 and "Traceback" not in new, new
+
+
+def test_client_errors_are_logged_in_one_line(server):
+    """Hostile traffic must not fill the log: a client's error is one line, no traceback."""
+    import time
+
+    x, ids = _inputs(2)
+    before = len(server.log_text())
+    bad = [_v2_request(x.astype(np.float64), ids, datatypes=("FP64", "INT64")),
+           _v2_request(x[:, :15].copy(), ids)]
+    assert [_status_of(_rest_call(server, "v2", req)) for req in bad] == [400, 400]
+    time.sleep(0.5)
+    new = server.log_text()[before:]
+    assert new.count("400 INVALID_ARGUMENT") == len(bad), new
+    assert "Traceback" not in new, new
 
 
 def test_v1_bad_requests_are_400(server):
@@ -307,6 +440,30 @@ def test_grpc_errors(server):
     unknown = InferRequest(model_name="no-such-model", infer_inputs=unknown.inputs)
     assert asyncio.run(code(wrong)) == grpc.StatusCode.INVALID_ARGUMENT
     assert asyncio.run(code(unknown)) == grpc.StatusCode.NOT_FOUND
+
+
+def test_metrics_show_yellowstone_series(server):
+    """KServe's /metrics carries the core's series: the backend in use (the one the response
+    names), the compile time, and inference timings when a compiled backend serves."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    x, ids = _inputs(1)
+    body = {"instances": [{"x": x[0].tolist(), "ids": ids[0].tolist()}]}
+    backend = requests.post(f"{server.base_url}/v1/models/{NAME}:predict", json=body,
+                            timeout=60).headers["x-yellowstone-backend"]
+    text = requests.get(f"{server.base_url}/metrics", timeout=30).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    in_use = [s.labels["backend"] for s in families["yellowstone_backend_in_use"].samples
+              if s.value == 1]
+    assert in_use == [backend]
+    compile_s = families["yellowstone_compile_seconds"]
+    assert compile_s.type == "summary"
+    assert [s.value for s in compile_s.samples if s.name.endswith("_count")] == [1]
+    if backend != "native":  # the framework's own calls are not timed by the core
+        timings = families["yellowstone_inference_ms"]
+        assert timings.type == "summary"
+        assert sum(s.value for s in timings.samples if s.name.endswith("_count")) >= 1
 
 
 def test_still_serving_after_errors(server, reference):
