@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other (they must not share the cores), into benchmarks/results/.
 # Run on an otherwise idle machine; the README's performance section quotes these files.
-#   bash benchmarks/run_all.sh            # about an hour on 2 cores
-#   bash benchmarks/run_all.sh --suite    # the core suite only (every model, backend,
-#                                         # precision, batch 1 and 8), then the README tables
+#   bash benchmarks/run_all.sh            # about 1.5 hours on 2 cores
+#   bash benchmarks/run_all.sh --suite    # the core suite only (roofline, every model, backend,
+#                                         # precision, batch 1 and 8, the peers), then the README
+#                                         # tables (~45 min on 2 cores)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup-env.sh"
@@ -11,8 +12,12 @@ cd "$root"
 py=.venv/bin/python
 export HF_HUB_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2
 step() { echo "== $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >&2; "$@"; }
-# The suite: every model x backend x precision at batch 1 and 8, plus TVM at batch 1 (it is left
-# out of `auto`; this shows why); its tables go into the README.
+# The suite: the roofline (results/roofline.json: theoretical roof per precision from the measured
+# clock, beside an OpenVINO MatMul), every model x backend x precision at batch 1 and 8, plus TVM
+# at batch 1 (it is left out of `auto`; this shows why), then the peers (benchmarks/peers.py:
+# inductor with freezing, torch.compile(backend="openvino"), ONNX Runtime, TF XLA, Optimum where
+# installed), each in its own process; its tables go into the README. A "ROOFLINE VIOLATION"
+# on stderr or in core_bench.md means the roof's derivation is wrong: do not publish it.
 step $py benchmarks/core_bench.py --tvm
 step $py benchmarks/update_readme.py
 [ "${1:-}" = "--suite" ] && exit 0

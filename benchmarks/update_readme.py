@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/update_readme.py
 
 Replaces what lies between the ``<!-- suite:begin -->`` and ``<!-- suite:end -->`` markers in
-README.md with core_bench.md and a link to each model's plot, so the README quotes the
-committed results and nothing else.
+README.md with core_bench.md (its machine line names the CPU, family/model, microarchitecture,
+ISA, measured clock and cores), a link to each model's plot and to the roofline's derivation
+(benchmarks/ROOFLINE.md, benchmarks/results/roofline.json), so the README quotes the committed
+results and nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ def main() -> int:
     plots = " ".join(f"![{m}](benchmarks/results/core_bench_{m}.png)" for m in models
                      if (results / f"core_bench_{m}.png").exists())
     body = (results / "core_bench.md").read_text().strip()
+    if "roofline" not in data:
+        print("core_bench.json predates the roofline (run benchmarks/core_bench.py again)",
+              file=sys.stderr)
+        return 1
+    body += ("\n\nHow the roof is derived (FLOP/cycle per microarchitecture and ISA, with sources; "
+             "the measured clock; the OpenVINO MatMul beside it): "
+             "[benchmarks/ROOFLINE.md](benchmarks/ROOFLINE.md), measured values in "
+             "[roofline.json](benchmarks/results/roofline.json).")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     readme.write_text(f"{head}{BEGIN}\n{body}\n\n{plots}\n{END}{tail}")

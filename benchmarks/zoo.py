@@ -128,6 +128,27 @@ def keras_cnn(batch: int = 1):
     return model, (rng.random((batch, 224, 224, 3), dtype=np.float32),)
 
 
+def tiny_cnn(batch: int = 1):
+    """A few-layer torch CNN (random weights) for smoke runs of the suite's plumbing, in seconds."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 10)).eval()
+    return model, (torch.rand(batch, 3, 32, 32),)
+
+
+def tiny_keras(batch: int = 1):
+    """A few-layer Keras CNN (random weights) for smoke runs of the suite's plumbing, in seconds."""
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3), name="x"),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    return model, (np.random.default_rng(0).random((batch, 32, 32, 3), dtype=np.float32),)
+
+
 def calibration(name: str) -> list[dict] | None:
     """Real calibration inputs for ``name`` (MiniLM: 32 tokenized sentences), else None."""
     if name != "minilm":
@@ -140,6 +161,9 @@ def calibration(name: str) -> list[dict] | None:
 
 
 MODELS = {"resnet50": resnet50, "mobilenet_v3": mobilenet_v3,
-          "minilm": lambda batch=1: minilm(batch=batch)[::2], "keras_cnn": keras_cnn}
+          "minilm": lambda batch=1: minilm(batch=batch)[::2], "keras_cnn": keras_cnn,
+          # Smoke models only (not in the suite's default --models): check the plumbing in seconds.
+          "tiny_cnn": tiny_cnn, "tiny_keras": tiny_keras}
 TASKS = {"resnet50": "classification", "mobilenet_v3": "classification", "minilm": "embedding",
-         "keras_cnn": "classification"}
+         "keras_cnn": "classification", "tiny_cnn": "classification",
+         "tiny_keras": "classification"}
