@@ -1,12 +1,23 @@
 """TorchServe: stock image_classifier vs the yellowstone boost handler, same model, over HTTP.
 
     python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80] [--workers N]
-        [--precision fp32|int8]
+        [--precision fp32|int8] [--peers pt2_inductor,pt2_openvino|none] [--quick]
 
-Starts TorchServe twice, one after the other (stock handler, then boost handler), serving the
-same torchvision model (random weights) through the built-in image_classifier; sends JPEGs made
-with PIL at concurrency 1 and 4 and reports p50/p99 latency and throughput, with boost/stock
-ratios. Writes benchmarks/results/torchserve_<arch>.{json,md,png}.
+Starts TorchServe once per row, one after the other, serving the same torchvision model (random
+weights) through the built-in image_classifier: stock, stock with one share of the cores per
+worker, the boost handler, and TorchServe's own ``torch.compile`` option as its 0.12 docs set it
+in model-config.yaml (the peers):
+
+- ``pt2_inductor``: ``pt2: {compile: {enable: true, backend: inductor, mode: reduce-overhead}}``
+  (the mode of TorchServe's torch.compile example; on a CPU it compiles as the default mode);
+- ``pt2_openvino``: ``pt2: {compile: {enable: true, backend: openvino, options: {aot_autograd:
+  true}}}`` (BaseHandler imports ``openvino.torch``; without ``aot_autograd`` torch 2.13+ fails
+  in dynamo).
+
+Sends JPEGs made with PIL at concurrency 1 and 4 and reports p50/p99 latency and throughput, with
+boost/stock ratios. torch.compile compiles on the first request, which the warm-up covers.
+Writes benchmarks/results/torchserve_<arch>.{json,md,png}; ``--quick`` (4 requests per level, a
+short boost budget, results in a temporary directory) only checks that every row runs.
 """
 
 from __future__ import annotations
@@ -96,7 +107,14 @@ def compare_answers(a: list[dict], b: list[dict]) -> float:
 
 
 SIDES = ("stock", "stock_tuned", "boost")
-LABELS = {"stock": "stock", "stock_tuned": "stock, tuned threads", "boost": "boost handler"}
+LABELS = {"stock": "stock", "stock_tuned": "stock, tuned threads", "boost": "boost handler",
+          "pt2_inductor": "pt2: inductor", "pt2_openvino": "pt2: openvino"}
+PEERS = {  # TorchServe's own model-config.yaml ``pt2`` section, as its 0.12 docs write it
+    "pt2_inductor": {"compile": {"enable": True, "backend": "inductor",
+                                 "mode": "reduce-overhead"}},
+    "pt2_openvino": {"compile": {"enable": True, "backend": "openvino",
+                                 "options": {"aot_autograd": True}}},
+}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -105,13 +123,15 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sides = [s for s in (*SIDES, *PEERS) if result.get(s, {}).get("runs")]
+    width = 0.8 / len(sides)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for ax, key, title in zip(axes, ("p50_ms", "p99_ms", "throughput_rps"),
                               ("p50 latency (ms)", "p99 latency (ms)", "throughput (req/s)")):
-        for j, side in enumerate(SIDES):
+        for j, side in enumerate(sides):
             runs = result[side]["runs"]
-            xs = [i + (j - 1) * 0.27 for i in range(len(runs))]
-            ax.bar(xs, [r[key] for r in runs], width=0.27, label=LABELS[side])
+            xs = [i + (j - (len(sides) - 1) / 2) * width for i in range(len(runs))]
+            ax.bar(xs, [r[key] for r in runs], width=width, label=LABELS[side])
         ax.set_xticks(range(len(result["stock"]["runs"])))
         ax.set_xticklabels([f"c={r['concurrency']}" for r in result["stock"]["runs"]])
         ax.set_title(title)
@@ -131,9 +151,22 @@ def main() -> None:
                     help="TorchServe workers (default: one per core, TorchServe's own default)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
                     help="the boost handler's precision (int8 serves only if it validates)")
-    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"TorchServe pt2 rows to add: {', '.join(PEERS)}, or none")
+    ap.add_argument("--quick", action="store_true",
+                    help="4 requests per level, short boost budget, results in a temp dir")
+    ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
+    peers = [p for p in args.peers.split(",") if p and p != "none"]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
     work = Path(tempfile.mkdtemp(prefix="ys-ts-bench-"))
+    if args.quick:
+        args.requests = 4
+        os.environ.setdefault("YELLOWSTONE_TIME_BUDGET_S", "0.1")
+    args.out_dir = args.out_dir or str(work / "results" if args.quick
+                                       else ROOT / "benchmarks" / "results")
     images = [make_jpeg(seed) for seed in range(8)]
     cores = len(os.sched_getaffinity(0))
     workers = args.workers or cores
@@ -141,11 +174,21 @@ def main() -> None:
     build_archive(args.arch, work, boost=False, name="stock", workers=workers)
     build_archive(args.arch, work, boost=True, precompile=True, name="boost", workers=workers,
                   precision=args.precision)
+    for peer in peers:
+        build_archive(args.arch, work, boost=False, name=peer, workers=workers, pt2=PEERS[peer])
     stock = run_server("stock", "stock", work, images, args.requests)
     # What a careful TorchServe user does by hand: one share of the cores per worker.
     tuned = run_server("stock_tuned", "stock", work, images, args.requests,
                        env={"OMP_NUM_THREADS": str(share)})
     boost = run_server("boost", "boost", work, images, args.requests)
+    peer_rows = {}
+    for peer in peers:
+        try:
+            peer_rows[peer] = run_server(peer, peer, work, images, args.requests)
+        except (RuntimeError, TimeoutError, requests.RequestException) as exc:
+            peer_rows[peer] = {"handler": peer, "backend": "failed", "error": str(exc)[:300],
+                               "runs": [], "answers": []}
+    stock_answers = stock.pop("answers")
     ratios = []
     for s, t, b in zip(stock["runs"], tuned["runs"], boost["runs"]):
         ratios.append({"concurrency": s["concurrency"],
@@ -159,9 +202,14 @@ def main() -> None:
               "workers": workers,
               "cores": cores, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "loadavg_at_end": os.getloadavg(),
-              "max_top5_prob_diff": compare_answers(stock.pop("answers"), boost.pop("answers")),
+              "max_top5_prob_diff": compare_answers(stock_answers, boost.pop("answers")),
               "stock": stock, "stock_tuned": tuned, "boost": boost, "ratios": ratios}
     tuned.pop("answers")
+    for peer, row in peer_rows.items():
+        answers = row.pop("answers")
+        row["max_top5_prob_diff_vs_stock"] = (compare_answers(stock_answers, answers)
+                                              if answers else None)
+        result[peer] = row
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.precision == "fp32" else f"_{args.precision}"
@@ -185,6 +233,18 @@ def main() -> None:
                      f"{s['throughput_rps']} | {t['throughput_rps']} | {b['throughput_rps']} | "
                      f"{r['p50_speedup']}x | {r['p50_speedup_vs_tuned']}x | "
                      f"{r['throughput_ratio']}x | {r['throughput_ratio_vs_tuned']}x |")
+    if peer_rows:
+        lines += ["", "TorchServe's own torch.compile (model-config.yaml `pt2:`, stock "
+                  "image_classifier), one server each:", "",
+                  "| row | concurrency | p50 ms | p99 ms | req/s | boost p50 speedup vs row |",
+                  "|---|---|---|---|---|---|"]
+        for peer, row in peer_rows.items():
+            if not row["runs"]:
+                lines.append(f"| {LABELS[peer]} | - | failed: {row.get('error', '')[:120]} | | | |")
+            for r, b in zip(row["runs"], boost["runs"]):
+                lines.append(f"| {LABELS[peer]} | {r['concurrency']} | {r['p50_ms']} | "
+                             f"{r['p99_ms']} | {r['throughput_rps']} | "
+                             f"{round(r['p50_ms'] / b['p50_ms'], 2)}x |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(result, stem.with_suffix(".png"))
     print("\n".join(lines))

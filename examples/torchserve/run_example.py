@@ -54,9 +54,16 @@ def make_jpeg(seed: int = 0) -> bytes:
 
 def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = False,
                   batch_size: int = 1, name: str | None = None, workers: int | None = None,
-                  precision: str = "fp32") -> str:
-    """Archive the model with the stock image_classifier or the boost handler; return its name."""
+                  precision: str = "fp32", pt2: dict | None = None) -> str:
+    """Archive the model with the stock image_classifier or the boost handler; return its name.
+
+    ``pt2`` (stock only) is TorchServe's own ``pt2:`` section of model-config.yaml, e.g.
+    ``{"compile": {"enable": True, "backend": "inductor"}}``: BaseHandler wraps the model in
+    ``torch.compile`` with those options.
+    """
     import subprocess
+
+    import yaml
 
     from yellowstone.plugins.torchserve.archive import archive_main
 
@@ -65,8 +72,15 @@ def build_archive(arch: str, work: Path, *, boost: bool, precompile: bool = Fals
     store = work / "store"
     store.mkdir(parents=True, exist_ok=True)
     config = work / f"{name}.yaml"
-    config.write_text(f"batchSize: {batch_size}\nmaxBatchDelay: 20\n"
-                      + (f"minWorkers: {workers}\nmaxWorkers: {workers}\n" if workers else ""))
+    settings: dict = {"batchSize": batch_size, "maxBatchDelay": 20}
+    if workers:
+        settings.update(minWorkers=workers, maxWorkers=workers)
+    if pt2:
+        if boost:
+            raise ValueError("pt2 is TorchServe's own torch.compile: archive it with the stock "
+                             "handler")
+        settings["pt2"] = pt2
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
     if not boost:
         subprocess.run([str(Path(sys.executable).parent / "torch-model-archiver"),
                         "--model-name", name, "--version", "1.0", "--serialized-file",

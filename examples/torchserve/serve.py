@@ -28,13 +28,17 @@ class Server:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(exist_ok=True)
-        ports = [free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(5)]
         self.url = f"http://127.0.0.1:{ports[0]}"
         self.management = f"http://127.0.0.1:{ports[1]}"
         self.metrics = f"http://127.0.0.1:{ports[2]}"
         cfg = root / "config.properties"
         cfg.write_text(f"inference_address={self.url}\nmanagement_address={self.management}\n"
-                       f"metrics_address={self.metrics}\ndisable_token_authorization=true\n"
+                       f"metrics_address={self.metrics}\n"
+                       # gRPC's defaults (7070/7071) collide with any other TorchServe here
+                       "grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
+                       f"grpc_inference_port={ports[3]}\ngrpc_management_port={ports[4]}\n"
+                       "disable_token_authorization=true\n"
                        "metrics_mode=prometheus\nmodel_metrics_auto_detect=true\n"
                        "default_response_timeout=600\n")
         full_env = dict(os.environ, LOG_LOCATION=str(root / "logs"),

@@ -7,7 +7,9 @@ model-config.yaml::
     yellowstone:
       handler: image_classifier        # or my_handler.py / my_handler.py:MyHandler (--extra-files)
       input_shape: [1, 3, 224, 224]    # optional: boost at load instead of on the first request
+                                       # (or inputs: ["ids:1x128:int64", {name, shape, dtype}])
       backends: onnxruntime,openvino   # any yellowstone.BoostConfig field
+      fused_preprocess: true           # image_classifier's pipeline compiled into the model
 
 TorchServe takes the one class defined here as the handler, so this file defines exactly one.
 """

@@ -2,9 +2,11 @@
 
 :class:`BoostHandler` loads the handler named in the ``yellowstone:`` section of
 model-config.yaml (a built-in or the user's own file), lets it ``initialize`` as usual, then
-swaps ``handler.model`` for a thin module that calls :func:`yellowstone.boost`'s result. The
-wrapped handler's ``preprocess``, ``inference`` and ``postprocess`` run unchanged. Requests the
-wrapped handler rejects become TorchServe 4xx error responses; the worker keeps serving.
+swaps ``handler.model`` for a thin stand-in that calls :func:`yellowstone.boost`'s result. The
+wrapped handler's ``preprocess``, ``inference`` and ``postprocess`` run unchanged, except that
+the stock image pipeline of TorchServe's vision handlers is fused into the compiled model
+(``fused.py``). Requests the wrapped handler rejects become TorchServe 4xx error responses, and
+in a batch only the requests at fault fail (``isolation.py``); the worker keeps serving.
 """
 
 from __future__ import annotations
@@ -16,20 +18,21 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yellowstone import metrics, serving
 from yellowstone.errors import BadRequestError, ConfigError, ModelLoadError, YellowstoneError
 
-from .config import SECTION, PluginConfig, parse_section
-from .metrics import MetricsBridge
+from .config import SECTION, PluginConfig, resolve
+from .errors import RequestRejected, client_error, is_prediction_exception, prediction_exception
+from .isolation import BatchIsolator
+from .metrics import TorchServeMetrics
+from .stand_ins import BoostedOrtSession, boosted_module_class
 
 logger = logging.getLogger(__name__)
 
-
-class RequestRejected(Exception):
-    """The wrapped handler's ``preprocess`` refused a request (the client's error)."""
+__all__ = ["BoostHandler", "RequestRejected", "load_handler_class"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -86,111 +89,6 @@ class _Pt2LoadingContext:
         return getattr(self._context, name)
 
 
-class _SubsetContext:
-    """The worker context seen through a subset of the batch (index i -> original index)."""
-
-    def __init__(self, context: Any, indices: Sequence[int]):
-        self._context = context
-        self._indices = list(indices)
-        ids = context.request_ids or {}
-        self.request_ids = {j: ids.get(i) for j, i in enumerate(self._indices)}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-    def get_request_id(self, idx: int = 0) -> Any:
-        return self.request_ids.get(idx)
-
-    def get_request_header(self, idx: int, key: str) -> Any:
-        return self._context.get_request_header(self._indices[idx], key)
-
-    def get_all_request_header(self, idx: int) -> Any:
-        return self._context.get_all_request_header(self._indices[idx])
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self._context.set_response_content_type(self._indices[idx], value)
-
-    def get_response_content_type(self, idx: int) -> Any:
-        return self._context.get_response_content_type(self._indices[idx])
-
-    def get_response_headers(self, idx: int) -> Any:
-        return self._context.get_response_headers(self._indices[idx])
-
-    def set_response_header(self, idx: int, key: str, value: str) -> None:
-        self._context.set_response_header(self._indices[idx], key, value)
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self._context.set_response_status(code, phrase, self._indices[idx])
-
-
-# ------------------------------------------------------------------------------------------
-# what replaces handler.model
-# ------------------------------------------------------------------------------------------
-def _boosted_module_class() -> type:
-    import torch
-
-    class BoostedModule(torch.nn.Module):
-        """Stands in for ``handler.model``: forward runs the boosted model.
-
-        Attributes the handler reads from its model (``.fc``, ``.embedding``, ``.training``) are
-        the original's; the original stays registered as ``original`` so ``.to()``/``.eval()``
-        and captum explanations keep working on it.
-        """
-
-        def __init__(self, original: Any, plugin: BoostHandler):
-            super().__init__()
-            self.original = original
-            object.__setattr__(self, "_plugin", plugin)
-
-        def __getattr__(self, name: str) -> Any:
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(self._modules["original"], name)
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            return self._plugin._call_boosted(args, kwargs)
-
-    return BoostedModule
-
-
-class BoostedOrtSession:
-    """Stands in for the ONNX Runtime session BaseHandler builds for ``.onnx`` models.
-
-    Keeps the session API handlers use (``run``, ``get_inputs``, ``get_outputs``) and is also
-    callable with torch tensors, so BaseHandler's own ``inference`` works on ONNX models too.
-    """
-
-    def __init__(self, session: Any, plugin: BoostHandler):
-        self._session = session
-        self._plugin = plugin
-
-    def get_inputs(self) -> Any:
-        """The original session's input descriptions."""
-        return self._session.get_inputs()
-
-    def get_outputs(self) -> Any:
-        """The original session's output descriptions."""
-        return self._session.get_outputs()
-
-    def run(self, output_names: Sequence[str] | None, input_feed: dict, run_options: Any = None) -> list:
-        """Run like ``InferenceSession.run``: named numpy feeds in, numpy outputs out."""
-        import numpy as np
-
-        boosted = self._plugin._ensure_boosted(
-            tuple(input_feed[n] for n in [i.name for i in self.get_inputs()] if n in input_feed),
-            {})
-        outs = boosted.run_dict({k: np.asarray(v) for k, v in input_feed.items()})
-        names = list(output_names) if output_names else list(boosted.output_names)
-        return [outs[n] for n in names]
-
-    def __call__(self, *args: Any) -> Any:
-        return self._plugin._call_boosted(args, {})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
-
 # ------------------------------------------------------------------------------------------
 class BoostHandler:
     """TorchServe entry point: wraps another handler and boosts its model's forward."""
@@ -207,36 +105,33 @@ class BoostHandler:
         self._original: Any = None
         self._model_path: Path | None = None
         self._form = "nn.Module"
-        self._bridge: MetricsBridge | None = None
+        self._bridge: TorchServeMetrics | None = None
+        self._threads: serving.ThreadPlan | None = None
+        self._fused: Any = None  # fused.ImagePipeline when the image pipeline is compiled in
+        self.fused_preprocess: Any = None  # its fused.FusedPreprocess (the handler's preprocess)
+        self._fused_note = ""  # why preprocessing is (not) fused
+        self._fast_inputs: tuple[str, ...] | None = None  # input names of the direct call path
+        self._isolate: BatchIsolator | None = None
 
     # -- load --------------------------------------------------------------------------------
     def initialize(self, context: Any) -> None:
         """Initialize the wrapped handler, then boost its model (or schedule it for request 1)."""
-        import yellowstone
-
         self.context = context
         self.model_name = getattr(context, "model_name", None) or "model"
         props = context.system_properties
         self.model_dir = Path(props.get("model_dir") or ".")
-        yaml_config = getattr(context, "model_yaml_config", None) or {}
-        self.settings = parse_section(yaml_config.get(SECTION))
-        boost_opts = dict(self.settings.boost)
-        if "batch_sizes" not in boost_opts:
-            batch = int(props.get("batch_size") or yaml_config.get("batchSize") or 1)
-            boost_opts["batch_sizes"] = sorted({1, batch})
-        if "workers" not in boost_opts and "threads" not in boost_opts:
-            boost_opts["workers"] = _worker_count(yaml_config)
-        self.boost_config = yellowstone.BoostConfig.from_dict(boost_opts)
+        self.settings, self.boost_config = resolve(getattr(context, "model_yaml_config", None),
+                                                   props.get("batch_size"))
         self._share_cores()
-        self._bridge = MetricsBridge(lambda: self.context, lambda: self.backend)
-        yellowstone.metrics.add_listener(self._bridge)
+        if self._bridge is not None:
+            self._bridge.detach()
+        self._bridge = TorchServeMetrics(lambda: self.context, lambda: self.backend).attach()
 
         handler_cls = load_handler_class(self.settings.handler)
         logger.info("%s: boosting handler %s.%s", self.model_name, handler_cls.__module__,
                     handler_cls.__qualname__)
         self.inner = handler_cls()
         self._init_inner(context)
-        self._wrap_preprocess()
 
         model = getattr(self.inner, "model", None)
         if model is None:
@@ -244,16 +139,47 @@ class BoostHandler:
                                  "initialize(); the boost handler needs it to boost")
         self._original = model
         self._classify_model(model)
+        self._fuse_preprocessing()
+        self._wrap_preprocess()
+        self._isolate = BatchIsolator(self.model_name, self.inner.preprocess, self._handle)
         if self._form == "onnx":
             self.inner.model = BoostedOrtSession(model, self)
         else:
-            self.inner.model = _boosted_module_class()(model, self)
-        if self.settings.inputs:
+            self.inner.model = boosted_module_class()(model, self)
+        if self._fused is not None:
+            from .fused import example_input
+
+            self._ensure_boosted((example_input(self._fused),), {})
+            self._warm_batches()
+        elif self.settings.inputs:
             self._ensure_boosted(self._example_inputs(), {})
+            self._warm_batches()
         else:
             logger.info("%s: no input_shape in the '%s' section; the model is boosted on the "
                         "first request's preprocessed input", self.model_name, SECTION)
         self.initialized = True
+
+    def _warm_batches(self) -> None:
+        """Run every batch size TorchServe can send (1..batchSize) once, before any request.
+
+        The served sizes are compiled by the boost (dynamic-batch backends: one artifact; static
+        ones: a bucket per size, smaller batches padded up), so no batch recompiles; this run
+        also pays each size's first-call cost (shape inference, memory arenas) at load.
+        """
+        boosted = self.boosted
+        if boosted is None or not boosted.handle.batched:
+            return
+        t0 = time.perf_counter()
+        largest = max(self.boost_config.batch_sizes)
+        try:
+            for batch in range(1, largest + 1):
+                boosted.run(boosted.handle.random_feeds(batch=batch, seed=batch))
+        except Exception as exc:  # noqa: BLE001 - warming is an optimisation; requests still serve
+            logger.warning("%s: warming batch sizes up to %d failed (%s: %s)", self.model_name,
+                           largest, type(exc).__name__, exc)
+            return
+        logger.info("%s: batch sizes 1..%d warmed at load (%.2f s)", self.model_name, largest,
+                    time.perf_counter() - t0)
 
     def _share_cores(self) -> None:
         """Give torch this worker's share of the cores, as TorchServe's performance guide advises.
@@ -261,16 +187,48 @@ class BoostHandler:
         Several workers each running torch (the handler's preprocessing, ``native``) on all
         cores spin in each other's way; the backends get the same share from the core.
         """
-        threads = self.boost_config.effective_threads
-        if not threads:
+        plan = serving.plan_threads(self.boost_config.workers, self.boost_config.threads)
+        self._threads = plan
+        if not plan.threads:
             return
         import torch
 
-        if torch.get_num_threads() != threads:
+        if torch.get_num_threads() != plan.threads:
             logger.info("%s: %d workers on %d cores: torch and the backends use %d thread(s) "
                         "per worker (set yellowstone.threads to override)", self.model_name,
-                        self.boost_config.workers, _cores(), threads)
-            torch.set_num_threads(threads)
+                        plan.workers, plan.cores, plan.threads)
+            torch.set_num_threads(plan.threads)
+
+    def _fuse_preprocessing(self) -> None:
+        """Compile the stock image pipeline into the model where the handler uses it unchanged."""
+        if not self.settings.fused_preprocess:
+            self._fused_note = "off (yellowstone.fused_preprocess: false)"
+            return
+        if self._form == "onnx":
+            self._fused_note = "not fused: the model is an ONNX Runtime session"
+            return
+        if not hasattr(self.inner, "image_processing"):
+            self._fused_note = "not fused: the handler has no image pipeline"
+            return
+        from .fused import FusedPreprocess, recognise
+
+        pipeline, why = recognise(self.inner)
+        if pipeline is None:
+            self._fused_note = f"not fused: {why}"
+            logger.info("%s: preprocessing stays in the handler (%s)", self.model_name, why)
+            return
+        self._fused = pipeline
+        self.fused_preprocess = FusedPreprocess(pipeline, self.inner.preprocess)
+        self.inner.preprocess = self.fused_preprocess
+        h, w = pipeline.crop_hw
+        self._fused_note = f"fused: {pipeline.describe()}"
+        logger.info("%s: %s recognised: images are decoded, resized and cropped to uint8 on the "
+                    "host, the float conversion and Normalize are compiled into the model "
+                    "(input uint8 Nx%dx%dx3)", self.model_name, pipeline.describe(), h, w)
+        if self.settings.inputs:
+            logger.info("%s: the configured input_shape describes the model's float input; the "
+                        "fused model is boosted on uint8 Nx%dx%dx3 pixels instead",
+                        self.model_name, h, w)
 
     def _init_inner(self, context: Any) -> None:
         manifest = getattr(context, "manifest", None) or {}
@@ -323,18 +281,13 @@ class BoostHandler:
                                  "modules, TorchScript, torch.export programs and ONNX sessions")
 
     def _example_inputs(self) -> tuple:
-        import numpy as np
+        """Fresh random feeds for the configured specs, in call order (tensors unless ONNX)."""
+        feeds = serving.example_feeds(self.settings.inputs)
+        if self._form == "onnx":
+            return tuple(feeds.values())
         import torch
 
-        rng = np.random.default_rng()
-        out = []
-        for spec in self.settings.inputs:
-            if np.dtype(spec.dtype).kind in "iub":
-                arr = rng.integers(0, 2, size=spec.shape).astype(spec.dtype)
-            else:
-                arr = rng.standard_normal(spec.shape).astype(spec.dtype)
-            out.append(arr if self._form == "onnx" else torch.from_numpy(arr))
-        return tuple(out)
+        return tuple(torch.from_numpy(a) for a in feeds.values())
 
     def _artifact_dir(self) -> Path | None:
         if not self.settings.artifact_dir:
@@ -343,8 +296,8 @@ class BoostHandler:
         if not path.is_dir():
             logger.warning("%s: artifact_dir %s is not in the archive; compiling here",
                            self.model_name, path)
-            self._bridge.emit("YellowstoneFallbacks", "counter", 1, "count",
-                              {"backend": "artifact", "reason": "artifact-missing"})
+            metrics.emit(metrics.FALLBACKS, 1, model=self.model_name, backend="artifact",
+                         reason="artifact-missing")
             return None
         return path
 
@@ -354,8 +307,12 @@ class BoostHandler:
             return self.boosted
         import yellowstone
 
-        if self._form in ("onnx", "pt2") and self._model_path is not None:
-            model: Any = str(self._model_path)
+        if self._fused is not None:
+            from .fused import FusedImageModel
+
+            model: Any = FusedImageModel(self._original, self._fused.mean, self._fused.std)
+        elif self._form in ("onnx", "pt2") and self._model_path is not None:
+            model = str(self._model_path)
         else:
             model = self._original
         if self._form == "onnx":
@@ -374,8 +331,8 @@ class BoostHandler:
             raise
         except YellowstoneError as exc:
             logger.warning("%s: boosting failed (%s); serving on native", self.model_name, exc)
-            self._bridge.emit("YellowstoneFallbacks", "counter", 1, "count",
-                              {"backend": "all", "reason": "boost-error"})
+            metrics.emit(metrics.FALLBACKS, 1, model=self.model_name, backend="all",
+                         reason="boost-error")
             self.boosted = yellowstone.boost(model, example, config=self.boost_config,
                                              backends="native")
         self._bridge.flush()
@@ -385,10 +342,25 @@ class BoostHandler:
                     self.boosted.backend, source, time.perf_counter() - t0,
                     self.settings.handler,
                     f"; fallback: {report.fallback_reason}" if report.fallback_reason else "")
+        compiled = {report.chosen, *report.dispatch.values()} - {"native"}
+        if self._form != "onnx" and self.boosted.handle.framework == "torch" and compiled:
+            self._fast_inputs = tuple(s.name for s in self.boosted.inputs)
         return self.boosted
 
     def _call_boosted(self, args: tuple, kwargs: dict) -> Any:
-        boosted = self._ensure_boosted(args, kwargs)
+        """The stand-in's forward: the boosted model, called as directly as it allows."""
+        boosted = self.boosted
+        if boosted is None:
+            boosted = self._ensure_boosted(args, kwargs)
+        if self._fused is not None and not _all_uint8(args):
+            # The handler's own preprocessing ran (a tensor body, an unusual image): its float
+            # tensor is the original model's input, not the fused model's.
+            return self._original(*args, **kwargs)
+        names = self._fast_inputs
+        if names is not None and not kwargs and len(args) == len(names):
+            feeds = _cpu_feeds(names, args)
+            if feeds is not None:  # CPU tensors as they are: no per-call conversion or copy
+                return boosted.handle.wrap_outputs(boosted.run(feeds), args, kwargs)
         device = next((a.device for a in args if hasattr(a, "device")), None)
         out = boosted(*args, **kwargs)
         if device is not None and str(device) != "cpu":
@@ -412,7 +384,7 @@ class BoostHandler:
             try:
                 return original(data, *args, **kwargs)
             except Exception as exc:
-                if _is_prediction_exception(exc):
+                if is_prediction_exception(exc):
                     raise
                 raise RequestRejected(f"{owner}.preprocess rejected the request: "
                                       f"{type(exc).__name__}: {exc}") from exc
@@ -428,7 +400,8 @@ class BoostHandler:
             "cache": rep.cache if rep else None, "load_s": rep.load_s if rep else None,
             "fallback_reason": rep.fallback_reason if rep else "",
             "batch_sizes": list(self.boost_config.batch_sizes) if self.boost_config else [],
-            "threads": self.boost_config.effective_threads if self.boost_config else None,
+            "threads": self._threads.threads if self._threads else None,
+            "preprocess": self._fused_note or "the handler's own",
             "buckets": (rep.candidate(rep.chosen).buckets
                         if rep and rep.candidate(rep.chosen) else None),
             "report": rep.to_dict() if rep else None,
@@ -448,60 +421,38 @@ class BoostHandler:
             return [json.dumps(self.describe())]
         try:
             return self._handle(data, context)
-        except RequestRejected as exc:
-            if len(data) > 1:
-                return self._handle_rows(data, context)
-            raise _prediction_exception(str(exc), 400) from exc
+        except Exception as exc:
+            error = client_error(exc)
+            if error is not None and len(data) > 1:  # find the requests at fault, serve the rest
+                return self._isolate(data, context)
+            if isinstance(exc, RequestRejected):
+                logger.info("%s: request rejected (400): %s", self.model_name, exc)
+                raise prediction_exception(str(exc), 400) from exc
+            raise
 
     def _handle(self, data: list, context: Any) -> list:
+        """Serve through the wrapped handler; any error becomes its status (``status_of``)."""
         try:
             return self.inner.handle(data, context)
         except RequestRejected:
             raise
-        except YellowstoneError as exc:
-            raise _prediction_exception(f"{type(exc).__name__}: {exc}", exc.http_status) from exc
+        except Exception as exc:
+            if is_prediction_exception(exc):  # the wrapped handler chose its status
+                raise
+            raise self._error_response(exc) from exc
 
-    def _handle_rows(self, data: list, context: Any) -> list:
-        """A batch the handler rejected: find the bad requests, serve the others."""
-        bad: dict[int, str] = {}
-        for i, row in enumerate(data):
-            try:
-                self.inner.preprocess([row])
-            except RequestRejected as exc:
-                bad[i] = str(exc)
-        good = [i for i in range(len(data)) if i not in bad]
-        logger.info("%s: batch of %d: preprocess rejected %d request(s); serving the other %d",
-                    self.model_name, len(data), len(bad), len(good))
-        results: list[Any] = [None] * len(data)
-        if good:
-            try:
-                served = self._handle([data[i] for i in good], _SubsetContext(context, good))
-            except RequestRejected as exc:  # the rows only fail together: fail them all
-                raise _prediction_exception(str(exc), 400) from exc
-            for i, value in zip(good, served):
-                results[i] = value
-        for i, message in bad.items():
-            context.set_response_status(400, message[:200], i)
-            results[i] = json.dumps({"code": 400, "type": "BadRequest", "message": message})
-        return results
-
-
-def _cores() -> int:
-    from yellowstone.hardware import available_cores
-
-    return available_cores()
-
-
-def _worker_count(yaml_config: dict) -> int:
-    """Workers TorchServe runs for this model.
-
-    ``minWorkers``, else TorchServe's default on a CPU host: one per logical processor
-    (``default_workers_per_model`` unset).
-    """
-    try:
-        return max(1, int(yaml_config.get("minWorkers") or 0) or _cores())
-    except (TypeError, ValueError):
-        return _cores()
+    def _error_response(self, exc: Exception) -> Exception:
+        """The PredictionException TorchServe answers ``exc`` with; 4xx logged briefly."""
+        status = serving.status_of(exc)
+        message = status.message
+        if isinstance(exc, YellowstoneError):
+            message = f"{type(exc).__name__}: {message}"
+        if status.client_fault:
+            logger.warning("%s: bad request (%d): %s", self.model_name, status.http, message)
+        else:
+            logger.error("%s: request failed (%d): %s", self.model_name, status.http, message,
+                         exc_info=exc)
+        return prediction_exception(message, status.http)
 
 
 def _header(context: Any, idx: int, key: str) -> Any:
@@ -511,15 +462,19 @@ def _header(context: Any, idx: int, key: str) -> Any:
         return None
 
 
-def _is_prediction_exception(exc: BaseException) -> bool:
-    try:
-        from ts.utils.util import PredictionException
-    except ImportError:
-        return False
-    return isinstance(exc, PredictionException)
+def _all_uint8(args: tuple) -> bool:
+    """True when every argument is a uint8 tensor (the fused model's pixels)."""
+    return bool(args) and all(str(getattr(a, "dtype", "")) == "torch.uint8" for a in args)
 
 
-def _prediction_exception(message: str, code: int) -> Exception:
-    from ts.utils.util import PredictionException
+def _cpu_feeds(names: tuple[str, ...], args: tuple) -> dict | None:
+    """Named numpy views of CPU tensors (no copy), or None when an argument is anything else."""
+    import torch
 
-    return PredictionException(message, code)
+    feeds = {}
+    for name, arg in zip(names, args):
+        if (type(arg) is not torch.Tensor or arg.device.type != "cpu" or arg.requires_grad
+                or arg.dtype == torch.bfloat16):
+            return None
+        feeds[name] = arg.numpy()
+    return feeds

@@ -2,7 +2,8 @@
 
 TorchScript, torch.export ``.pt2``, ONNX and eager models, each under a custom ``BaseHandler``
 subclass shipped with ``--extra-files`` (``file.py`` and ``file.py:Class``); a model no backend
-compiles still serves on native; a wrong tensor shape is a 400 and the worker keeps serving.
+compiles still serves on native; a wrong tensor shape is a 400 and the worker keeps serving; with
+TorchServe batching, rows of the wrong length fail alone and every good request is answered.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def server(tmp_path_factory, ys_cache, models):
 
     archive(ts.store, "ts_stock", models["ts"], str(HANDLER))
     boosted("ts_boost", models["ts"], "tensor_handler.py", extra=[HANDLER], **batching)
+    # tensor_handler's preprocess stacks the rows: one wrong-length row breaks its batch.
+    boosted("stack_boost", models["ts"], "tensor_handler.py", extra=[HANDLER], batchSize=4,
+            maxBatchDelay=50)
     boosted("pt2_boost", models["pt2"], "tensor_handler.py:TensorHandler", extra=[HANDLER])
     archive(ts.store, "onnx_stock", models["onnx"], str(ONNX_HANDLER))
     boosted("onnx_boost", models["onnx"], "onnx_handler.py", extra=[ONNX_HANDLER], **batching)
@@ -128,3 +132,43 @@ def test_model_no_backend_compiles_serves_on_native(server, models):
     assert "no candidate passed" in info["fallback_reason"]
     assert "sort_boost: served by backend native" in server.model_log()
     assert re.search(r'YellowstoneFallbacks\{[^}]*Reason="compile"', server.scrape())
+
+
+def test_bad_rows_in_concurrent_batches_fail_alone(server, mlp_reference):
+    """6 clients send good rows, 2 send rows of the wrong length, all at once, batchSize 4."""
+    import concurrent.futures as cf
+
+    server.register("stack_boost.mar")
+    alone = server.predict("stack_boost", json.dumps([1.0] * 15).encode())
+    assert alone.status_code == 400, alone.text
+    per_stream = 6
+    good = [_rows(100 + s, per_stream) for s in range(6)]
+    bad = [np.random.default_rng(200 + s).standard_normal((per_stream, 15)).tolist()
+           for s in range(2)]
+
+    def stream(rows):
+        return [server.predict("stack_boost", json.dumps(row).encode()) for row in rows]
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        good_futures = [pool.submit(stream, rows) for rows in good]
+        bad_futures = [pool.submit(stream, rows) for rows in bad]
+        good_answers = [f.result() for f in good_futures]
+        bad_answers = [f.result() for f in bad_futures]
+    for rows, answers in zip(good, good_answers):
+        for r, want in zip(answers, mlp_reference(rows)):
+            assert r.status_code == 200, f"good row failed: {r.status_code} {r.text}"
+            np.testing.assert_allclose(np.asarray(r.json(), dtype=np.float32), want,
+                                       atol=1e-4, rtol=1e-4)
+    for answers in bad_answers:
+        for r in answers:
+            assert r.status_code == 400, r.text
+            body = r.json()
+            # TorchServe's own error body, as for a bad request served alone
+            assert set(body) == set(alone.json()) and body["type"] == alone.json()["type"], \
+                (body, alone.json())
+            assert body["code"] == 400 and "BadRequestError" in body["message"], body
+    log = server.model_log()
+    # The bad rows really shared batches with good ones (else this test proves nothing).
+    assert re.search(r"stack_boost: batch of [2-4] failed with a client's error; [12] request",
+                     log), log[-4000:]
+    assert log.count("stack_boost: served by backend") == 1

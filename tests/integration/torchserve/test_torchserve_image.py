@@ -58,6 +58,7 @@ def test_boosted_image_classifier_matches_stock(server):
     (info,) = server.describe("boosted")
     assert info["backend"] in ("onnxruntime", "openvino"), info
     assert info["handler"] == "image_classifier"
+    assert info["preprocess"].startswith("fused: Resize([256]) -> CenterCrop([224, 224])"), info
     assert re.search(r"boosted: served by backend (onnxruntime|openvino)", server.model_log())
 
 
@@ -109,6 +110,7 @@ def test_batching_with_two_workers(server):
     # Served batch sizes come from the model's batchSize, so no request ever recompiles:
     # each worker boosted exactly once (the second one usually from the shared cache).
     assert len(re.findall(r"batched: served by backend", log)) == 2, log[-4000:]
+    assert len(re.findall(r"batched: batch sizes 1\.\.4 warmed at load", log)) == 2, log[-4000:]
     assert re.search(r"batched: served by backend \w+ \(cache", log), log[-4000:]
 
 

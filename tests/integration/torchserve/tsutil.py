@@ -37,7 +37,8 @@ class TorchServe:
         self.tmp = root / "tmp"
         for d in (self.store, self.logs, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
-        self.ports = {k: free_port() for k in ("inference", "management", "metrics")}
+        self.ports = {k: free_port() for k in ("inference", "management", "metrics",
+                                               "grpc_inference", "grpc_management")}
         self.inference = f"http://127.0.0.1:{self.ports['inference']}"
         self.management = f"http://127.0.0.1:{self.ports['management']}"
         self.metrics = f"http://127.0.0.1:{self.ports['metrics']}"
@@ -46,6 +47,11 @@ class TorchServe:
             f"inference_address={self.inference}",
             f"management_address={self.management}",
             f"metrics_address={self.metrics}",
+            # gRPC too: the defaults (7070/7071) collide with any other TorchServe on the host
+            "grpc_inference_address=127.0.0.1",
+            "grpc_management_address=127.0.0.1",
+            f"grpc_inference_port={self.ports['grpc_inference']}",
+            f"grpc_management_port={self.ports['grpc_management']}",
             "disable_token_authorization=true",
             "enable_model_api=true",
             "default_workers_per_model=1",
