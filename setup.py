@@ -6,15 +6,18 @@ Two shared objects come from ``plugins/tfserving/csrc``:
 * ``yellowstone/plugins/tfserving/libysshim.so``: the plain C library (shim + TensorFlow C API
   interposer), loaded with ``LD_PRELOAD``; no Python in it, TF_* symbols versioned ``tensorflow``.
 
-Neither links against OpenVINO or TensorFlow: the shim dlopens OpenVINO's C library at run time,
-so the isolated build environment needs nothing but a C compiler.
+Neither links against OpenVINO, ONNX Runtime or TensorFlow: the shim dlopens the backends' C
+libraries at run time and declares the few C API types it uses itself, so the isolated build
+environment needs nothing but a C compiler.
 """
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CSRC = "plugins/tfserving/csrc"
-CFLAGS = ["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall"]
+CFLAGS = ["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra"]
+SHIM = [f"{CSRC}/ys_shim.c", f"{CSRC}/ys_openvino.c", f"{CSRC}/ys_onnxruntime.c"]
+HEADERS = [f"{CSRC}/ys_shim.h", f"{CSRC}/ys_backend.h"]
 
 
 class BuildExt(build_ext):
@@ -35,15 +38,15 @@ setup(
     ext_modules=[
         Extension(
             "yellowstone.plugins.tfserving._ysshim",
-            sources=[f"{CSRC}/ys_shim.c", f"{CSRC}/ys_pymodule.c"],
-            depends=[f"{CSRC}/ys_shim.h"],
+            sources=[*SHIM, f"{CSRC}/ys_pymodule.c"],
+            depends=HEADERS,
             extra_compile_args=CFLAGS,
             libraries=["dl", "pthread"],
         ),
         Extension(
             "yellowstone.plugins.tfserving.libysshim",
-            sources=[f"{CSRC}/ys_shim.c", f"{CSRC}/ys_interpose.c"],
-            depends=[f"{CSRC}/ys_shim.h", f"{CSRC}/ys_shim.map"],
+            sources=[*SHIM, f"{CSRC}/ys_interpose.c"],
+            depends=[*HEADERS, f"{CSRC}/ys_shim.map"],
             extra_compile_args=CFLAGS,
             extra_link_args=[f"-Wl,--version-script={CSRC}/ys_shim.map"],
             libraries=["dl", "pthread"],

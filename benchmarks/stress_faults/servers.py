@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -273,8 +274,9 @@ class TfServing(Server):
     def backend(self) -> str:
         text = self.log_text().rsplit("Running gRPC ModelServer", 1)[0]
         last = [line for line in text.splitlines() if "[serving_default]:" in line]
-        if last and "served by the shim" in last[-1]:
-            return "shim (openvino)"
+        shim = re.search(r"served by the shim \((\w+)", last[-1]) if last else None
+        if shim:  # "served by the shim (<backend>, C) from ...": OpenVINO or ONNX Runtime
+            return f"shim ({shim.group(1)})"
         return "tensorflow" if last else "?"
 
 

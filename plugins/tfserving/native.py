@@ -1,8 +1,4 @@
-"""Find and load the shim's native parts: the CPython binding, the preload library, OpenVINO's C API.
-
-``pip install`` builds both shared objects (see setup.py). Where they are missing (a source tree
-without a build), :func:`build` compiles them with the system C compiler into a cache directory.
-"""
+"""Find and load the shim's native parts: the CPython binding, the preload library, the backends' C APIs."""
 
 from __future__ import annotations
 
@@ -28,21 +24,29 @@ logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 PRELOAD_NAME = "libysshim.so"
+SHIM_SOURCES = ("ys_shim.c", "ys_openvino.c", "ys_onnxruntime.c")
+SHIM_BACKENDS = ("openvino", "onnxruntime")
 
 
 def _build_dir() -> Path:
-    root = os.environ.get("YELLOWSTONE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "yellowstone"
-    )
-    return Path(root) / "tfserving-native" / sysconfig.get_config_var("SOABI")
+    from yellowstone.config import default_cache_dir
+
+    return default_cache_dir() / "tfserving-native" / sysconfig.get_config_var("SOABI")
 
 
 def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Compile ``_ysshim`` and ``libysshim.so`` with ``cc`` into ``out_dir`` and return it."""
+    """Compile ``_ysshim`` and ``libysshim.so`` with ``cc`` into ``out_dir`` and return it.
+
+    ``pip install`` builds both shared objects (see setup.py). Where they are missing (a source tree
+    without a build), :func:`build` compiles them with the system C compiler into a cache directory.
+    The shim runs OpenVINO (``libopenvino_c.so.*``) or ONNX Runtime (``libonnxruntime.so.*``), each
+    found in its installed wheel and loaded with ``dlopen`` once per process (:func:`runtime`).
+    """
     out = Path(out_dir) if out_dir else _build_dir()
     out.mkdir(parents=True, exist_ok=True)
     cc = os.environ.get("CC", "cc")
-    flags = ["-O2", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall"]
+    flags = ["-O2", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra"]
+    shim = [str(CSRC / name) for name in SHIM_SOURCES]
     ext = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     jobs = [
         [
@@ -51,7 +55,7 @@ def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
             f"-I{sysconfig.get_paths()['include']}",
             "-o",
             str(out / f"_ysshim{ext}"),
-            str(CSRC / "ys_shim.c"),
+            *shim,
             str(CSRC / "ys_pymodule.c"),
             "-ldl",
             "-lpthread",
@@ -61,7 +65,7 @@ def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
             *flags,
             "-o",
             str(out / PRELOAD_NAME),
-            str(CSRC / "ys_shim.c"),
+            *shim,
             str(CSRC / "ys_interpose.c"),
             f"-Wl,--version-script={CSRC / 'ys_shim.map'}",
             "-ldl",
@@ -119,21 +123,57 @@ def openvino_c_library() -> str:
 
 
 @functools.cache
-def runtime() -> Any:
-    """The process's one shim runtime (OpenVINO's C library loaded once)."""
-    return binding().Runtime(openvino_c_library())
+def onnxruntime_c_library() -> str:
+    """Absolute path of ONNX Runtime's C library in the installed wheel (``capi/libonnxruntime.so.*``)."""
+    env = os.environ.get("YS_ONNXRUNTIME_C_LIB")
+    if env:
+        return env
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError("onnxruntime is not installed; install `yellowstone[onnxruntime]`")
+    for loc in spec.submodule_search_locations:
+        found = sorted(glob.glob(os.path.join(loc, "capi", "libonnxruntime.so*")))
+        if found:
+            return found[-1]
+    raise BackendUnavailableError("the onnxruntime wheel has no capi/libonnxruntime.so* (C API)")
+
+
+def c_library(backend: str) -> str:
+    """The C library the shim loads for ``backend`` (``openvino`` or ``onnxruntime``)."""
+    if backend == "openvino":
+        return openvino_c_library()
+    if backend == "onnxruntime":
+        return onnxruntime_c_library()
+    raise BackendUnavailableError(f"the shim runs {' and '.join(SHIM_BACKENDS)}, not {backend!r}")
+
+
+@functools.cache
+def runtime(backend: str = "openvino") -> Any:
+    """The process's one shim runtime for ``backend`` (its C library loaded once)."""
+    return binding().Runtime(c_library(backend), backend)
+
+
+def manifest_backend(artifact_dir: str | os.PathLike[str]) -> str:
+    """The backend a shim directory's ``shim.txt`` names (ModelLoadError when it has none)."""
+    backend, _ = binding().manifest_backend(str(artifact_dir))
+    return str(backend)
 
 
 class ShimModel:
     """A boosted signature served by the C shim: numpy in, numpy out, no Python in inference.
 
+    The backend is the one the directory's ``shim.txt`` names; ``threads`` > 0 overrides the
+    manifest's thread count.
+
     Attributes:
+        backend: ``openvino`` or ``onnxruntime``.
         signature: the SavedModel signature key this model serves.
         inputs / outputs: ``(name, tensor_name, dtype, shape)`` tuples in run order.
     """
 
     def __init__(self, artifact_dir: str | os.PathLike[str], *, device: str = "CPU", threads: int = 0):
-        self._model = binding().Model(runtime(), str(artifact_dir), device, threads)
+        self.backend = manifest_backend(artifact_dir)
+        self._model = binding().Model(runtime(self.backend), str(artifact_dir), device, threads)
         self.artifact_dir = Path(artifact_dir)
         self.signature: str = self._model.signature
         self.inputs: list[tuple[str, str, str, tuple[int, ...]]] = self._model.inputs

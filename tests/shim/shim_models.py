@@ -36,9 +36,18 @@ def build_two_signatures(path: str) -> None:
     tf.saved_model.save(m, path, signatures={"serving_default": m.serve, "other": m.other})
 
 
+def config(cache_dir: str, backends: str) -> dict:
+    """The boost options of the shim tests: one C path, a short benchmark."""
+    return {"cache_dir": cache_dir, "backends": backends, "time_budget_s": 0.05}
+
+
 if __name__ == "__main__":
+    # shim_models.py MODEL [CACHE [ORT_ROOT]]: the SavedModel; with CACHE the shipped OpenVINO shim
+    # directory (<MODEL>/yellowstone/serving_default); with ORT_ROOT an ONNX Runtime one there.
     build_two_signatures(sys.argv[1])
-    if len(sys.argv) > 2:  # also write the shipped shim artifact: <path>/yellowstone/serving_default
+    if len(sys.argv) > 2:
         from yellowstone.plugins.tfserving.artifacts import prepare
 
-        prepare(sys.argv[1], boost_options={"cache_dir": sys.argv[2]})
+        assert prepare(sys.argv[1], policy="always", config=config(sys.argv[2], "openvino"))
+    if len(sys.argv) > 3:
+        assert prepare(sys.argv[1], sys.argv[3], policy="always", config=config(sys.argv[2], "onnxruntime"))

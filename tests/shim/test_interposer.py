@@ -72,9 +72,22 @@ def _run(
     return np.array([float(v) for v in proc.stdout.split()], np.float32), proc.stderr
 
 
-def test_preloaded_session_run(client, boosted_saved_model):
+@pytest.fixture(params=["openvino", "onnxruntime"])
+def shipped_model(request, boosted_saved_model, ort_shim_dir, tmp_path_factory) -> Path:
+    """The SavedModel with its shipped shim directory on OpenVINO, or a copy shipped on ONNX Runtime."""
+    if request.param == "openvino":
+        return boosted_saved_model
+    model = tmp_path_factory.mktemp("ort-shipped") / "model"
+    shutil.copytree(boosted_saved_model, model, ignore=shutil.ignore_patterns("yellowstone"))
+    shutil.copytree(ort_shim_dir, model / "yellowstone" / "serving_default")
+    return model
+
+
+def test_preloaded_session_run(client, shipped_model):
     from yellowstone.plugins.tfserving.artifacts import read_meta_graph
 
+    boosted_saved_model = shipped_model
+    backend = "onnxruntime" if "ort-shipped" in str(shipped_model) else "openvino"
     sigs = read_meta_graph(boosted_saved_model).signature_def
     main, other = sigs["serving_default"], sigs["other"]
     rng = np.random.default_rng()
@@ -88,7 +101,7 @@ def test_preloaded_session_run(client, boosted_saved_model):
         ref, ref_log = _run(client, boosted_saved_model, batch, fetch, feeds, stdin, preload=False)
         got, log = _run(client, boosted_saved_model, batch, fetch, feeds, stdin, preload=True)
         assert "ys-shim" not in ref_log
-        assert "boosted signature 'serving_default' loaded" in log
+        assert "boosted signature 'serving_default' loaded" in log and f"({backend})" in log
         assert "TF_SessionRun -> shim (signature 'serving_default')" in log, log[-2000:]
         assert got.shape == ref.shape and ref.size in (batch * 5, batch)
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-4)

@@ -8,8 +8,9 @@
  * on other sessions, goes to the real TensorFlow untouched (dlvsym(RTLD_NEXT, ..., "tensorflow")).
  *
  * Process-wide state is unavoidable here (the program calls TensorFlow's global entry points):
- * one mutex-guarded registry of boosted sessions and one lazily opened runtime.
- * YS_OPENVINO_C_LIB names the OpenVINO C library (else the manifest's "ovlib" line);
+ * one mutex-guarded registry of boosted sessions and one lazily opened runtime per backend.
+ * YS_OPENVINO_C_LIB / YS_ONNXRUNTIME_C_LIB name the backends' C libraries (else the manifest's
+ * "ovlib" / "ortlib" line);
  * YS_SHIM_TRACE=1 logs each decision to stderr; YS_SHIM_DISABLE=1 passes everything through.
  */
 #define _GNU_SOURCE
@@ -123,7 +124,7 @@ typedef struct session_entry {
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static session_entry* registry;
-static ys_runtime* runtime;
+static ys_runtime* runtimes[3]; /* per YS_BACKEND_*, opened on first use */
 
 static void split_tensor_name(const char* full, char** op, int* idx) {
   const char* colon = strrchr(full, ':');
@@ -140,39 +141,33 @@ static void free_sig(boosted_sig* s) {
   free(s);
 }
 
-/* The OpenVINO C library: YS_OPENVINO_C_LIB, else the manifest's "ovlib PATH" line. */
-static int manifest_ovlib(const char* dir, char* out, size_t cap) {
-  char path[8192], line[4096];
-  snprintf(path, sizeof path, "%s/shim.txt", dir);
-  FILE* fh = fopen(path, "r");
-  if (!fh) return 0;
-  int found = 0;
-  while (!found && fgets(line, sizeof line, fh)) {
-    if (strncmp(line, "ovlib ", 6) == 0) {
-      char* nl = strchr(line, '\n');
-      if (nl) *nl = 0;
-      snprintf(out, cap, "%s", line + 6);
-      found = 1;
-    }
+/* The backend's runtime, opened on first use from YS_OPENVINO_C_LIB / YS_ONNXRUNTIME_C_LIB, else
+ * from the manifest's "ovlib" / "ortlib" line. Called with reg_lock held. */
+static ys_runtime* backend_runtime(const char* dir) {
+  char lib[4096] = "";
+  int backend = YS_BACKEND_INVALID;
+  if (ys_manifest_backend(dir, &backend, lib, sizeof lib) != YS_OK) {
+    YS_TRACE("%s; TensorFlow serves", ys_last_error());
+    return NULL;
   }
-  fclose(fh);
-  return found;
+  if (runtimes[backend]) return runtimes[backend];
+  const char* env = getenv(backend == YS_BACKEND_ONNXRUNTIME ? "YS_ONNXRUNTIME_C_LIB" : "YS_OPENVINO_C_LIB");
+  if (env && *env) snprintf(lib, sizeof lib, "%s", env);
+  if (!*lib) {
+    YS_TRACE("%s: no %s C library (set %s); TensorFlow serves", dir, ys_backend_name(backend),
+             backend == YS_BACKEND_ONNXRUNTIME ? "YS_ONNXRUNTIME_C_LIB" : "YS_OPENVINO_C_LIB");
+    return NULL;
+  }
+  if (ys_runtime_open_backend(backend, lib, &runtimes[backend]) != YS_OK) {
+    YS_TRACE("%s; TensorFlow serves", ys_last_error());
+    return NULL;
+  }
+  return runtimes[backend];
 }
 
 static boosted_sig* open_sig(const char* dir) {
-  char lib[8192];
-  const char* env = getenv("YS_OPENVINO_C_LIB");
-  if (!runtime) {
-    if (env && *env) snprintf(lib, sizeof lib, "%s", env);
-    else if (!manifest_ovlib(dir, lib, sizeof lib)) {
-      YS_TRACE("%s: no OpenVINO C library (set YS_OPENVINO_C_LIB); TensorFlow serves", dir);
-      return NULL;
-    }
-    if (ys_runtime_open(lib, &runtime) != YS_OK) {
-      YS_TRACE("%s; TensorFlow serves", ys_last_error());
-      return NULL;
-    }
-  }
+  ys_runtime* runtime = backend_runtime(dir);
+  if (!runtime) return NULL;
   ys_model* model = NULL;
   if (ys_model_open(runtime, dir, "CPU", 0, &model) != YS_OK) {
     YS_TRACE("cannot open %s: %s; TensorFlow serves", dir, ys_last_error());
@@ -197,7 +192,9 @@ static boosted_sig* open_sig(const char* dir) {
   }
   const char* key = "";
   ys_model_signature(model, &key);
-  YS_TRACE("boosted signature '%s' loaded from %s", key, dir);
+  int backend = 0;
+  ys_model_backend(model, &backend);
+  YS_TRACE("boosted signature '%s' loaded from %s (%s)", key, dir, ys_backend_name(backend));
   return s;
 }
 

@@ -53,17 +53,45 @@ typedef struct {
 } RuntimeObject;
 
 static int Runtime_init(RuntimeObject* self, PyObject* args, PyObject* kw) {
-  static char* names[] = {"openvino_c_library", NULL};
+  static char* names[] = {"c_library", "backend", NULL};
   const char* path;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "s", names, &path)) return -1;
+  const char* backend = "openvino";
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "s|s", names, &path, &backend)) return -1;
+  int which = ys_backend_from_name(backend);
+  if (which == YS_BACKEND_INVALID) {
+    PyErr_Format(PyExc_ValueError, "unknown shim backend '%s' (openvino, onnxruntime)", backend);
+    return -1;
+  }
   if (self->rt) { ys_runtime_close(self->rt); self->rt = NULL; }
   int rc;
   Py_BEGIN_ALLOW_THREADS
-  rc = ys_runtime_open(path, &self->rt);
+  rc = ys_runtime_open_backend(which, path, &self->rt);
   Py_END_ALLOW_THREADS
   if (rc) { raise_status(rc, 2); return -1; }
   return 0;
 }
+
+static PyObject* Runtime_backend(RuntimeObject* self, void* c) {
+  (void)c;
+  int backend = 0;
+  if (!self->rt) return PyErr_SetString(PyExc_ValueError, "runtime is not open"), NULL;
+  ys_runtime_backend(self->rt, &backend);
+  return PyUnicode_FromString(ys_backend_name(backend));
+}
+
+static PyObject* Runtime_version(RuntimeObject* self, void* c) {
+  (void)c;
+  const char* version = "";
+  if (!self->rt) return PyErr_SetString(PyExc_ValueError, "runtime is not open"), NULL;
+  ys_runtime_version(self->rt, &version);
+  return PyUnicode_FromString(version);
+}
+
+static PyGetSetDef Runtime_getset[] = {
+  {"backend", (getter)Runtime_backend, NULL, "'openvino' or 'onnxruntime'", NULL},
+  {"version", (getter)Runtime_version, NULL, "the loaded C library's version", NULL},
+  {NULL, NULL, NULL, NULL, NULL},
+};
 
 static void Runtime_dealloc(RuntimeObject* self) {
   ys_runtime_close(self->rt);
@@ -75,10 +103,12 @@ static PyTypeObject RuntimeType = {
   .tp_name = "yellowstone.plugins.tfserving._ysshim.Runtime",
   .tp_basicsize = sizeof(RuntimeObject),
   .tp_flags = Py_TPFLAGS_DEFAULT,
-  .tp_doc = "Runtime(openvino_c_library): the OpenVINO C library, loaded once.",
+  .tp_doc = "Runtime(c_library, backend='openvino'): one backend's C library, loaded once.\n\n"
+            "backend: 'openvino' (libopenvino_c.so.*) or 'onnxruntime' (libonnxruntime.so.*).",
   .tp_new = PyType_GenericNew,
   .tp_init = (initproc)Runtime_init,
   .tp_dealloc = (destructor)Runtime_dealloc,
+  .tp_getset = Runtime_getset,
 };
 
 /* ---- Model ------------------------------------------------------------------------------ */
@@ -282,7 +312,16 @@ static PyMethodDef Model_methods[] = {
   {NULL, NULL, 0, NULL},
 };
 
+static PyObject* Model_backend(ModelObject* self, void* c) {
+  (void)c;
+  int backend = 0;
+  if (!self->model) return PyErr_SetString(PyExc_ValueError, "model is closed"), NULL;
+  ys_model_backend(self->model, &backend);
+  return PyUnicode_FromString(ys_backend_name(backend));
+}
+
 static PyGetSetDef Model_getset[] = {
+  {"backend", (getter)Model_backend, NULL, "the backend that runs this model", NULL},
   {"inputs", (getter)Model_inputs, NULL, "[(name, tensor_name, dtype, shape)] in run order", NULL},
   {"outputs", (getter)Model_outputs, NULL, "[(name, tensor_name, dtype, shape)] in run order", NULL},
   {"signature", (getter)Model_signature, NULL, "the SavedModel signature key served", NULL},
@@ -302,10 +341,31 @@ static PyTypeObject ModelType = {
   .tp_getset = Model_getset,
 };
 
+static PyObject* manifest_backend(PyObject* mod, PyObject* arg) {
+  (void)mod;
+  PyObject* bytes = NULL;
+  if (!PyUnicode_FSConverter(arg, &bytes)) return NULL;
+  int backend = 0, rc;
+  char library[4096] = "";
+  const char* dir = PyBytes_AS_STRING(bytes);
+  Py_BEGIN_ALLOW_THREADS
+  rc = ys_manifest_backend(dir, &backend, library, sizeof library);
+  Py_END_ALLOW_THREADS
+  Py_DECREF(bytes);
+  if (rc) return raise_status(rc, 1);
+  return Py_BuildValue("(ss)", ys_backend_name(backend), library);
+}
+
+static PyMethodDef module_methods[] = {
+  {"manifest_backend", manifest_backend, METH_O,
+   "manifest_backend(artifact_dir) -> (backend, c_library): what shim.txt names ('' = none)."},
+  {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef moduledef = {
   PyModuleDef_HEAD_INIT, "_ysshim",
   "CPython binding of the Yellowstone TF Serving shim (zero-copy, GIL released).", -1,
-  NULL, NULL, NULL, NULL, NULL,
+  module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__ysshim(void) {

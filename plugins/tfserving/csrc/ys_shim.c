@@ -1,21 +1,18 @@
 /*
- * ys_shim.c - open, describe and run a boosted model through OpenVINO's C API (dlopen'd).
- *
- * The OpenVINO prototypes used are declared here (opaque handles, plain C types), so no
- * OpenVINO header or library is needed to build this file.
+ * ys_shim.c - the shim's core: errors, dtypes, the manifest, ports, input checks, output hand-over,
+ * and the public API, which dispatches to the backend a runtime loaded (ys_backend.h).
  */
 #define _GNU_SOURCE
-#include "ys_shim.h"
+#include "ys_backend.h"
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define YS_VERSION "0.1.0"
+#define YS_VERSION "0.2.0"
 
 /* ---- thread-local error --------------------------------------------------------------- */
 static __thread char ys_err_buf[2048];
@@ -23,7 +20,7 @@ static __thread char ys_err_buf[2048];
 const char* ys_last_error(void) { return ys_err_buf; }
 const char* ys_version(void) { return YS_VERSION; }
 
-static int ys_fail(int code, const char* fmt, ...) {
+int ys_fail(int code, const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(ys_err_buf, sizeof ys_err_buf, fmt, ap);
@@ -32,15 +29,15 @@ static int ys_fail(int code, const char* fmt, ...) {
 }
 
 /* ---- dtypes ---------------------------------------------------------------------------- */
-static const struct { const char* name; size_t size; int ov; } ys_dtypes[] = {
-  /* ov values follow ov_element_type_e in openvino/c/ov_common.h */
-  [YS_DT_INVALID] = {"invalid", 0, 0},   [YS_DT_FLOAT32] = {"float32", 4, 4},
-  [YS_DT_FLOAT64] = {"float64", 8, 5},   [YS_DT_FLOAT16] = {"float16", 2, 3},
-  [YS_DT_INT8] = {"int8", 1, 7},         [YS_DT_INT16] = {"int16", 2, 8},
-  [YS_DT_INT32] = {"int32", 4, 9},       [YS_DT_INT64] = {"int64", 8, 10},
-  [YS_DT_UINT8] = {"uint8", 1, 16},      [YS_DT_UINT16] = {"uint16", 2, 17},
-  [YS_DT_UINT32] = {"uint32", 4, 18},    [YS_DT_UINT64] = {"uint64", 8, 19},
-  [YS_DT_BOOL] = {"bool", 1, 1},
+/* ov: ov_element_type_e (openvino/c/ov_common.h); onnx: ONNXTensorElementDataType. */
+static const struct { const char* name; size_t size; int ov; int onnx; } ys_dtypes[] = {
+  [YS_DT_INVALID] = {"invalid", 0, 0, 0},  [YS_DT_FLOAT32] = {"float32", 4, 4, 1},
+  [YS_DT_FLOAT64] = {"float64", 8, 5, 11}, [YS_DT_FLOAT16] = {"float16", 2, 3, 10},
+  [YS_DT_INT8] = {"int8", 1, 7, 3},        [YS_DT_INT16] = {"int16", 2, 8, 5},
+  [YS_DT_INT32] = {"int32", 4, 9, 6},      [YS_DT_INT64] = {"int64", 8, 10, 7},
+  [YS_DT_UINT8] = {"uint8", 1, 16, 2},     [YS_DT_UINT16] = {"uint16", 2, 17, 4},
+  [YS_DT_UINT32] = {"uint32", 4, 18, 12},  [YS_DT_UINT64] = {"uint64", 8, 19, 13},
+  [YS_DT_BOOL] = {"bool", 1, 1, 9},
 };
 #define YS_NDTYPES ((int)(sizeof ys_dtypes / sizeof ys_dtypes[0]))
 
@@ -55,136 +52,90 @@ int ys_dtype_from_name(const char* name) {
     if (name && strcmp(name, ys_dtypes[i].name) == 0) return i;
   return YS_DT_INVALID;
 }
-static int ys_dtype_from_ov(int ov) {
+int ys_dtype_to_ov(int dtype) { return (dtype > 0 && dtype < YS_NDTYPES) ? ys_dtypes[dtype].ov : 0; }
+int ys_dtype_to_onnx(int dtype) { return (dtype > 0 && dtype < YS_NDTYPES) ? ys_dtypes[dtype].onnx : 0; }
+int ys_dtype_from_ov(int ov) {
   for (int i = 1; i < YS_NDTYPES; i++)
     if (ys_dtypes[i].ov == ov) return i;
   return YS_DT_INVALID;
 }
-
-/* ---- the OpenVINO C API, declared here ------------------------------------------------- */
-typedef struct ov_core ov_core_t;
-typedef struct ov_model ov_model_t;
-typedef struct ov_compiled_model ov_compiled_model_t;
-typedef struct ov_infer_request ov_infer_request_t;
-typedef struct ov_tensor ov_tensor_t;
-typedef struct { int64_t rank; int64_t* dims; } ov_shape_t;
-typedef int ov_status_e;
-
-typedef struct {
-  ov_status_e (*core_create)(ov_core_t**);
-  void (*core_free)(ov_core_t*);
-  ov_status_e (*core_read_model)(const ov_core_t*, const char*, const char*, ov_model_t**);
-  ov_status_e (*core_compile_model)(const ov_core_t*, const ov_model_t*, const char*, size_t,
-                                    ov_compiled_model_t**, ...);
-  void (*model_free)(ov_model_t*);
-  ov_status_e (*compiled_inputs_size)(const ov_compiled_model_t*, size_t*);
-  ov_status_e (*compiled_outputs_size)(const ov_compiled_model_t*, size_t*);
-  ov_status_e (*create_infer_request)(const ov_compiled_model_t*, ov_infer_request_t**);
-  void (*compiled_model_free)(ov_compiled_model_t*);
-  ov_status_e (*set_input_tensor_by_index)(ov_infer_request_t*, size_t, const ov_tensor_t*);
-  ov_status_e (*get_output_tensor_by_index)(const ov_infer_request_t*, size_t, ov_tensor_t**);
-  ov_status_e (*infer)(ov_infer_request_t*);
-  void (*infer_request_free)(ov_infer_request_t*);
-  ov_status_e (*tensor_create_from_host_ptr)(int, ov_shape_t, void*, ov_tensor_t**);
-  ov_status_e (*tensor_get_shape)(const ov_tensor_t*, ov_shape_t*);
-  ov_status_e (*tensor_get_element_type)(const ov_tensor_t*, int*);
-  ov_status_e (*tensor_get_byte_size)(const ov_tensor_t*, size_t*);
-  ov_status_e (*tensor_data)(const ov_tensor_t*, void**);
-  void (*tensor_free)(ov_tensor_t*);
-  ov_status_e (*shape_create)(int64_t, const int64_t*, ov_shape_t*);
-  ov_status_e (*shape_free)(ov_shape_t*);
-  const char* (*get_last_err_msg)(void);
-} ov_api;
-
-struct ys_runtime {
-  void* lib;
-  ov_api ov;
-  ov_core_t* core;
-};
-
-static const char* ov_msg(const ys_runtime* rt) {
-  const char* m = rt->ov.get_last_err_msg ? rt->ov.get_last_err_msg() : NULL;
-  return m && *m ? m : "(no message)";
+int ys_dtype_from_onnx(int onnx) {
+  for (int i = 1; i < YS_NDTYPES; i++)
+    if (ys_dtypes[i].onnx == onnx) return i;
+  return YS_DT_INVALID;
 }
 
-int ys_runtime_open(const char* path, ys_runtime** out) {
+/* ---- backends -------------------------------------------------------------------------- */
+static const ys_backend_ops* ys_ops(int backend) {
+  switch (backend) {
+    case YS_BACKEND_OPENVINO: return &ys_openvino_ops;
+    case YS_BACKEND_ONNXRUNTIME: return &ys_onnxruntime_ops;
+    default: return NULL;
+  }
+}
+
+const char* ys_backend_name(int backend) {
+  switch (backend) {
+    case YS_BACKEND_OPENVINO: return "openvino";
+    case YS_BACKEND_ONNXRUNTIME: return "onnxruntime";
+    default: return "invalid";
+  }
+}
+
+int ys_backend_from_name(const char* name) {
+  if (name && strcmp(name, "openvino") == 0) return YS_BACKEND_OPENVINO;
+  if (name && strcmp(name, "onnxruntime") == 0) return YS_BACKEND_ONNXRUNTIME;
+  return YS_BACKEND_INVALID;
+}
+
+int ys_runtime_open_backend(int backend, const char* path, ys_runtime** out) {
   if (!path || !out) return ys_fail(YS_ERR_ARG, "ys_runtime_open: NULL argument");
   *out = NULL;
+  const ys_backend_ops* ops = ys_ops(backend);
+  if (!ops) return ys_fail(YS_ERR_ARG, "unknown backend %d", backend);
   void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-  if (!lib) return ys_fail(YS_ERR_LOAD, "cannot load the OpenVINO C library %s: %s", path, dlerror());
+  if (!lib)
+    return ys_fail(YS_ERR_LOAD, "cannot load the %s C library %s: %s", ys_backend_name(backend),
+                   path, dlerror());
   ys_runtime* rt = calloc(1, sizeof *rt);
   if (!rt) { dlclose(lib); return ys_fail(YS_ERR_NOMEM, "out of memory"); }
+  rt->ops = ops;
   rt->lib = lib;
-#define YS_SYM(field, name)                                                              \
-  do {                                                                                   \
-    *(void**)(&rt->ov.field) = dlsym(lib, name);                                         \
-    if (!rt->ov.field) {                                                                 \
-      dlclose(lib); free(rt);                                                            \
-      return ys_fail(YS_ERR_LOAD, "%s has no symbol %s (OpenVINO too old?)", path, name); \
-    }                                                                                    \
-  } while (0)
-  YS_SYM(core_create, "ov_core_create");
-  YS_SYM(core_free, "ov_core_free");
-  YS_SYM(core_read_model, "ov_core_read_model");
-  YS_SYM(core_compile_model, "ov_core_compile_model");
-  YS_SYM(model_free, "ov_model_free");
-  YS_SYM(compiled_inputs_size, "ov_compiled_model_inputs_size");
-  YS_SYM(compiled_outputs_size, "ov_compiled_model_outputs_size");
-  YS_SYM(create_infer_request, "ov_compiled_model_create_infer_request");
-  YS_SYM(compiled_model_free, "ov_compiled_model_free");
-  YS_SYM(set_input_tensor_by_index, "ov_infer_request_set_input_tensor_by_index");
-  YS_SYM(get_output_tensor_by_index, "ov_infer_request_get_output_tensor_by_index");
-  YS_SYM(infer, "ov_infer_request_infer");
-  YS_SYM(infer_request_free, "ov_infer_request_free");
-  YS_SYM(tensor_create_from_host_ptr, "ov_tensor_create_from_host_ptr");
-  YS_SYM(tensor_get_shape, "ov_tensor_get_shape");
-  YS_SYM(tensor_get_element_type, "ov_tensor_get_element_type");
-  YS_SYM(tensor_get_byte_size, "ov_tensor_get_byte_size");
-  YS_SYM(tensor_data, "ov_tensor_data");
-  YS_SYM(tensor_free, "ov_tensor_free");
-  YS_SYM(shape_create, "ov_shape_create");
-  YS_SYM(shape_free, "ov_shape_free");
-#undef YS_SYM
-  *(void**)(&rt->ov.get_last_err_msg) = dlsym(lib, "ov_get_last_err_msg"); /* optional */
-  if (rt->ov.core_create(&rt->core) != 0) {
-    int rc = ys_fail(YS_ERR_BACKEND, "ov_core_create failed: %s", ov_msg(rt));
-    dlclose(lib); free(rt);
+  int rc = ops->runtime_open(rt, path);
+  if (rc != YS_OK) {
+    dlclose(lib);
+    free(rt);
     return rc;
   }
   *out = rt;
   return YS_OK;
 }
 
+int ys_runtime_open(const char* path, ys_runtime** out) {
+  return ys_runtime_open_backend(YS_BACKEND_OPENVINO, path, out);
+}
+
 int ys_runtime_close(ys_runtime* rt) {
   if (!rt) return YS_OK;
-  if (rt->core) rt->ov.core_free(rt->core);
-  /* The library stays mapped: OpenVINO's plugins keep threads that outlive the core. */
+  rt->ops->runtime_close(rt);
+  /* The library stays mapped: the backends keep threads that outlive their objects. */
   free(rt);
   return YS_OK;
 }
 
-/* ---- models ---------------------------------------------------------------------------- */
-typedef struct {
-  char* name;
-  char* tensor_name;
-  int dtype;
-  int ndim;
-  int64_t shape[YS_MAX_DIMS];
-  int ov_index;
-} ys_port;
+int ys_runtime_backend(const ys_runtime* rt, int* backend) {
+  if (!rt || !backend) return ys_fail(YS_ERR_ARG, "NULL argument");
+  *backend = rt->ops->backend;
+  return YS_OK;
+}
 
-struct ys_model {
-  ys_runtime* rt;
-  ov_compiled_model_t* compiled;
-  char* signature;
-  int n_in, n_out;
-  ys_port* in;
-  ys_port* out;
-  pthread_mutex_t lock; /* guards the idle infer-request stack */
-  ov_infer_request_t** idle;
-  int n_idle, cap_idle;
-};
+int ys_runtime_version(const ys_runtime* rt, const char** version) {
+  if (!rt || !version) return ys_fail(YS_ERR_ARG, "NULL argument");
+  *version = rt->version;
+  return YS_OK;
+}
 
+/* ---- the manifest ---------------------------------------------------------------------- */
 static char* ys_strdup(const char* s) {
   size_t n = strlen(s) + 1;
   char* d = malloc(n);
@@ -198,39 +149,31 @@ static void ys_free_ports(ys_port* p, int n) {
   free(p);
 }
 
-int ys_model_close(ys_model* m) {
-  if (!m) return YS_OK;
-  for (int i = 0; i < m->n_idle; i++) m->rt->ov.infer_request_free(m->idle[i]);
-  free(m->idle);
-  if (m->compiled) m->rt->ov.compiled_model_free(m->compiled);
-  ys_free_ports(m->in, m->n_in);
-  ys_free_ports(m->out, m->n_out);
-  free(m->signature);
-  pthread_mutex_destroy(&m->lock);
-  free(m);
-  return YS_OK;
+static void ys_manifest_free(ys_manifest* mf) {
+  for (int i = 0; i < mf->n_ort_config; i++) { free(mf->ort_config[i][0]); free(mf->ort_config[i][1]); }
+  mf->n_ort_config = 0;
 }
 
-/* Parse one "input|output NAME TENSOR DTYPE OV_INDEX NDIM D0 D1 ..." line. */
+/* Parse one "input|output NAME TENSOR DTYPE INDEX NDIM D0 D1 ..." line. */
 static int ys_parse_port(char* rest, ys_port* p, const char* where) {
   char* save = NULL;
-  char* name = strtok_r(rest, " \t\n", &save);
-  char* tensor = strtok_r(NULL, " \t\n", &save);
-  char* dtype = strtok_r(NULL, " \t\n", &save);
-  char* idx = strtok_r(NULL, " \t\n", &save);
-  char* ndim = strtok_r(NULL, " \t\n", &save);
+  char* name = strtok_r(rest, " \t", &save);
+  char* tensor = strtok_r(NULL, " \t", &save);
+  char* dtype = strtok_r(NULL, " \t", &save);
+  char* idx = strtok_r(NULL, " \t", &save);
+  char* ndim = strtok_r(NULL, " \t", &save);
   if (!name || !tensor || !dtype || !idx || !ndim)
     return ys_fail(YS_ERR_LOAD, "%s: truncated port line", where);
   p->name = ys_strdup(name);
   p->tensor_name = ys_strdup(strcmp(tensor, "-") == 0 ? "" : tensor);
   p->dtype = ys_dtype_from_name(dtype);
-  p->ov_index = atoi(idx);
+  p->index = atoi(idx);
   p->ndim = atoi(ndim);
   if (!p->name || !p->tensor_name) return ys_fail(YS_ERR_NOMEM, "out of memory");
   if (p->dtype == YS_DT_INVALID) return ys_fail(YS_ERR_LOAD, "%s: unsupported dtype %s", where, dtype);
   if (p->ndim < 0 || p->ndim > YS_MAX_DIMS) return ys_fail(YS_ERR_LOAD, "%s: bad rank %s", where, ndim);
   for (int d = 0; d < p->ndim; d++) {
-    char* v = strtok_r(NULL, " \t\n", &save);
+    char* v = strtok_r(NULL, " \t", &save);
     if (!v) return ys_fail(YS_ERR_LOAD, "%s: missing dimension", where);
     p->shape[d] = strtoll(v, NULL, 10);
   }
@@ -246,88 +189,114 @@ static int ys_add_port(ys_port** arr, int* n, char* rest, const char* where) {
   return ys_parse_port(rest, &grown[*n - 1], where);
 }
 
-int ys_model_open(ys_runtime* rt, const char* dir, const char* device, int num_threads,
-                  ys_model** out) {
-  if (!rt || !dir || !out) return ys_fail(YS_ERR_ARG, "ys_model_open: NULL argument");
-  *out = NULL;
-  char path[4096], xml[4096] = "", bin[4096] = "", precision[32] = "f32";
+/* Parse dir/shim.txt into mf and (when m is not NULL) m's signature and ports. `library` (cap
+ * bytes, may be NULL) receives the backend's "ovlib"/"ortlib" path. */
+static int ys_read_manifest(const char* dir, ys_manifest* mf, ys_model* m, char* library, size_t cap) {
+  char path[YS_PATH_MAX + 16];
+  memset(mf, 0, sizeof *mf);
   snprintf(path, sizeof path, "%s/shim.txt", dir);
   FILE* fh = fopen(path, "r");
   if (!fh) return ys_fail(YS_ERR_LOAD, "cannot open %s: %s", path, strerror(errno));
-  ys_model* m = calloc(1, sizeof *m);
-  if (!m) { fclose(fh); return ys_fail(YS_ERR_NOMEM, "out of memory"); }
-  m->rt = rt;
-  pthread_mutex_init(&m->lock, NULL);
-  char line[8192];
+  mf->backend = YS_BACKEND_OPENVINO; /* manifests without a "backend" line predate onnxruntime */
+  mf->ort_optimization = 99;
+  snprintf(mf->precision, sizeof mf->precision, "f32");
+  char ovlib[YS_PATH_MAX] = "", ortlib[YS_PATH_MAX] = "", line[8192], where[YS_PATH_MAX + 64];
   int rc = YS_OK, lineno = 0, header = 0;
   while (rc == YS_OK && fgets(line, sizeof line, fh)) {
     lineno++;
-    char where[4200];
     snprintf(where, sizeof where, "%s:%d", path, lineno);
-    char* nl = strchr(line, '\n');
-    if (nl) *nl = 0;
+    line[strcspn(line, "\r\n")] = 0;
     if (!*line || *line == '#') continue;
     char* sp = strchr(line, ' ');
     char* rest = sp ? sp + 1 : line + strlen(line);
     if (sp) *sp = 0;
     if (strcmp(line, "ys-shim") == 0) {
       header = atoi(rest);
-    } else if (strcmp(line, "xml") == 0) {
-      snprintf(xml, sizeof xml, "%s/%s", dir, rest);
+    } else if (strcmp(line, "backend") == 0) {
+      mf->backend = ys_backend_from_name(rest);
+      if (mf->backend == YS_BACKEND_INVALID)
+        rc = ys_fail(YS_ERR_LOAD, "%s: unknown backend '%s'", where, rest);
+    } else if (strcmp(line, "xml") == 0 || strcmp(line, "onnx") == 0) {
+      snprintf(mf->model, sizeof mf->model, "%s/%s", dir, rest);
     } else if (strcmp(line, "bin") == 0) {
-      snprintf(bin, sizeof bin, "%s/%s", dir, rest);
+      snprintf(mf->weights, sizeof mf->weights, "%s/%s", dir, rest);
     } else if (strcmp(line, "precision") == 0) {
-      snprintf(precision, sizeof precision, "%s", rest);
-    } else if (strcmp(line, "signature") == 0) {
+      snprintf(mf->precision, sizeof mf->precision, "%s", rest);
+    } else if (strcmp(line, "ovlib") == 0) {
+      snprintf(ovlib, sizeof ovlib, "%s", rest);
+    } else if (strcmp(line, "ortlib") == 0) {
+      snprintf(ortlib, sizeof ortlib, "%s", rest);
+    } else if (strcmp(line, "ort_threads") == 0) {
+      mf->ort_threads = atoi(rest);
+    } else if (strcmp(line, "ort_optimization") == 0) {
+      mf->ort_optimization = atoi(rest);
+    } else if (strcmp(line, "ort_config") == 0) {
+      char* value = strchr(rest, ' ');
+      if (!value || mf->n_ort_config == (int)(sizeof mf->ort_config / sizeof mf->ort_config[0])) {
+        rc = ys_fail(YS_ERR_LOAD, "%s: ort_config needs KEY VALUE (at most 64 entries)", where);
+      } else {
+        *value++ = 0;
+        char** kv = mf->ort_config[mf->n_ort_config++];
+        kv[0] = ys_strdup(rest);
+        kv[1] = ys_strdup(value);
+        if (!kv[0] || !kv[1]) rc = ys_fail(YS_ERR_NOMEM, "out of memory");
+      }
+    } else if (m && strcmp(line, "signature") == 0) {
       free(m->signature);
       m->signature = ys_strdup(rest);
-    } else if (strcmp(line, "input") == 0) {
+    } else if (m && strcmp(line, "input") == 0) {
       rc = ys_add_port(&m->in, &m->n_in, rest, where);
-    } else if (strcmp(line, "output") == 0) {
+    } else if (m && strcmp(line, "output") == 0) {
       rc = ys_add_port(&m->out, &m->n_out, rest, where);
-    } /* other keys are for the Python side and the interposer */
+    } /* other keys are for the Python side */
   }
   fclose(fh);
   if (rc == YS_OK && header != 1) rc = ys_fail(YS_ERR_LOAD, "%s: not a ys-shim 1 manifest", path);
-  if (rc == YS_OK && (!*xml || m->n_in == 0 || m->n_out == 0))
-    rc = ys_fail(YS_ERR_LOAD, "%s: needs xml, inputs and outputs", path);
-  if (rc != YS_OK) { ys_model_close(m); return rc; }
-  if (!m->signature) m->signature = ys_strdup("serving_default");
+  if (rc == YS_OK && library && cap)
+    snprintf(library, cap, "%s", mf->backend == YS_BACKEND_ONNXRUNTIME ? ortlib : ovlib);
+  if (rc == YS_OK && m && (!*mf->model || m->n_in == 0 || m->n_out == 0))
+    rc = ys_fail(YS_ERR_LOAD, "%s: needs %s, inputs and outputs", path,
+                 mf->backend == YS_BACKEND_ONNXRUNTIME ? "onnx" : "xml");
+  return rc;
+}
 
-  ov_model_t* model = NULL;
-  if (rt->ov.core_read_model(rt->core, xml, *bin ? bin : NULL, &model) != 0) {
-    rc = ys_fail(YS_ERR_LOAD, "OpenVINO cannot read %s: %s", xml, ov_msg(rt));
-    ys_model_close(m);
-    return rc;
-  }
-  char threads[16];
-  snprintf(threads, sizeof threads, "%d", num_threads);
-  const char* dev = device && *device ? device : "CPU";
-  int status = num_threads > 0
-      ? rt->ov.core_compile_model(rt->core, model, dev, 6, &m->compiled,
-                                  "INFERENCE_PRECISION_HINT", precision,
-                                  "PERFORMANCE_HINT", "LATENCY",
-                                  "INFERENCE_NUM_THREADS", threads)
-      : rt->ov.core_compile_model(rt->core, model, dev, 4, &m->compiled,
-                                  "INFERENCE_PRECISION_HINT", precision,
-                                  "PERFORMANCE_HINT", "LATENCY");
-  rt->ov.model_free(model);
-  if (status != 0) {
-    rc = ys_fail(YS_ERR_BACKEND, "OpenVINO cannot compile %s for %s: %s", xml, dev, ov_msg(rt));
-    m->compiled = NULL;
-    ys_model_close(m);
-    return rc;
-  }
-  size_t n_in = 0, n_out = 0;
-  rt->ov.compiled_inputs_size(m->compiled, &n_in);
-  rt->ov.compiled_outputs_size(m->compiled, &n_out);
-  for (int i = 0; i < m->n_in; i++)
-    if (m->in[i].ov_index < 0 || (size_t)m->in[i].ov_index >= n_in) rc = YS_ERR_LOAD;
-  for (int i = 0; i < m->n_out; i++)
-    if (m->out[i].ov_index < 0 || (size_t)m->out[i].ov_index >= n_out) rc = YS_ERR_LOAD;
-  if (rc != YS_OK || (size_t)m->n_in != n_in) {
-    rc = ys_fail(YS_ERR_LOAD, "%s does not match the compiled model (%zu inputs, %zu outputs)",
-                 path, n_in, n_out);
+int ys_manifest_backend(const char* dir, int* backend, char* library, size_t cap) {
+  if (!dir || !backend) return ys_fail(YS_ERR_ARG, "ys_manifest_backend: NULL argument");
+  ys_manifest mf;
+  int rc = ys_read_manifest(dir, &mf, NULL, library, cap);
+  ys_manifest_free(&mf);
+  *backend = rc == YS_OK ? mf.backend : YS_BACKEND_INVALID;
+  return rc;
+}
+
+/* ---- models ---------------------------------------------------------------------------- */
+int ys_model_close(ys_model* m) {
+  if (!m) return YS_OK;
+  if (m->impl) m->rt->ops->model_close(m);
+  ys_free_ports(m->in, m->n_in);
+  ys_free_ports(m->out, m->n_out);
+  free(m->signature);
+  free(m);
+  return YS_OK;
+}
+
+int ys_model_open(ys_runtime* rt, const char* dir, const char* device, int num_threads,
+                  ys_model** out) {
+  if (!rt || !dir || !out) return ys_fail(YS_ERR_ARG, "ys_model_open: NULL argument");
+  *out = NULL;
+  ys_model* m = calloc(1, sizeof *m);
+  if (!m) return ys_fail(YS_ERR_NOMEM, "out of memory");
+  m->rt = rt;
+  ys_manifest mf;
+  int rc = ys_read_manifest(dir, &mf, m, NULL, 0);
+  if (rc == YS_OK && mf.backend != rt->ops->backend)
+    rc = ys_fail(YS_ERR_LOAD, "%s/shim.txt is for the %s backend; this runtime loaded %s", dir,
+                 ys_backend_name(mf.backend), ys_backend_name(rt->ops->backend));
+  if (rc == YS_OK && !m->signature && !(m->signature = ys_strdup("serving_default")))
+    rc = ys_fail(YS_ERR_NOMEM, "out of memory");
+  if (rc == YS_OK) rc = rt->ops->model_open(m, &mf, device, num_threads);
+  ys_manifest_free(&mf);
+  if (rc != YS_OK) {
     ys_model_close(m);
     return rc;
   }
@@ -338,6 +307,11 @@ int ys_model_open(ys_runtime* rt, const char* dir, const char* device, int num_t
 int ys_model_signature(const ys_model* m, const char** key) {
   if (!m || !key) return ys_fail(YS_ERR_ARG, "NULL argument");
   *key = m->signature;
+  return YS_OK;
+}
+int ys_model_backend(const ys_model* m, int* backend) {
+  if (!m || !backend) return ys_fail(YS_ERR_ARG, "NULL argument");
+  *backend = m->rt->ops->backend;
   return YS_OK;
 }
 int ys_model_num_inputs(const ys_model* m, int* n) {
@@ -368,7 +342,8 @@ int ys_model_output(const ys_model* m, int i, ys_tensor_info* info) {
   return ys_port_info(m->out, m->n_out, i, info);
 }
 
-static void ys_format_shape(char* buf, size_t cap, int ndim, const int64_t* shape) {
+/* ---- running --------------------------------------------------------------------------- */
+void ys_format_shape(char* buf, size_t cap, int ndim, const int64_t* shape) {
   size_t off = (size_t)snprintf(buf, cap, "[");
   for (int d = 0; d < ndim && off < cap; d++)
     off += (size_t)snprintf(buf + off, cap - off, d ? ",%lld" : "%lld", (long long)shape[d]);
@@ -396,27 +371,33 @@ static int ys_check_input(const ys_port* p, const ys_tensor* t) {
   return YS_OK;
 }
 
-static int ys_take_request(ys_model* m, ov_infer_request_t** req) {
-  pthread_mutex_lock(&m->lock);
-  *req = m->n_idle ? m->idle[--m->n_idle] : NULL;
-  pthread_mutex_unlock(&m->lock);
-  if (*req) return YS_OK;
-  if (m->rt->ov.create_infer_request(m->compiled, req) != 0)
-    return ys_fail(YS_ERR_BACKEND, "cannot create an infer request: %s", ov_msg(m->rt));
-  return YS_OK;
-}
-
-static void ys_give_request(ys_model* m, ov_infer_request_t* req) {
-  pthread_mutex_lock(&m->lock);
-  if (m->n_idle == m->cap_idle) {
-    int cap = m->cap_idle ? 2 * m->cap_idle : 4;
-    ov_infer_request_t** grown = realloc(m->idle, (size_t)cap * sizeof *grown);
-    if (!grown) { pthread_mutex_unlock(&m->lock); m->rt->ov.infer_request_free(req); return; }
-    m->idle = grown;
-    m->cap_idle = cap;
+int ys_deliver(const ys_port* p, int i, ys_tensor* o, int dtype, int ndim, const int64_t* shape,
+               const void* data, size_t nbytes, ys_alloc_fn alloc, void* alloc_ctx, int* short_output) {
+  if (ndim > YS_MAX_DIMS)
+    return ys_fail(YS_ERR_BACKEND, "output '%s' has rank %d > %d", p->name, ndim, YS_MAX_DIMS);
+  o->dtype = dtype;
+  o->ndim = ndim;
+  for (int d = 0; d < ndim; d++) o->shape[d] = shape[d];
+  if (dtype != p->dtype)
+    return ys_fail(YS_ERR_BACKEND, "output '%s': backend gives %s, manifest says %s", p->name,
+                   ys_dtype_name(dtype), ys_dtype_name(p->dtype));
+  if (o->data && o->nbytes >= nbytes) {
+    if (nbytes) memcpy(o->data, data, nbytes);
+    o->nbytes = nbytes;
+  } else if (alloc) {
+    ys_tensor desc = *o;
+    desc.data = NULL;
+    desc.nbytes = nbytes;
+    void* buf = alloc(alloc_ctx, i, &desc);
+    if (!buf && nbytes) return ys_fail(YS_ERR_NOMEM, "allocator gave no buffer for output '%s'", p->name);
+    if (nbytes) memcpy(buf, data, nbytes);
+    o->data = buf;
+    o->nbytes = nbytes;
+  } else {
+    o->nbytes = nbytes;
+    if (*short_output < 0) *short_output = i;
   }
-  m->idle[m->n_idle++] = req;
-  pthread_mutex_unlock(&m->lock);
+  return YS_OK;
 }
 
 int ys_model_run(ys_model* m, const ys_tensor* inputs, int n_inputs, ys_tensor* outputs,
@@ -429,72 +410,8 @@ int ys_model_run(ys_model* m, const ys_tensor* inputs, int n_inputs, ys_tensor* 
     int rc = ys_check_input(&m->in[i], &inputs[i]);
     if (rc) return rc;
   }
-  const ov_api* ov = &m->rt->ov;
-  ov_infer_request_t* req = NULL;
-  int rc = ys_take_request(m, &req);
-  if (rc) return rc;
-  for (int i = 0; i < n_inputs && rc == YS_OK; i++) {
-    ov_shape_t shape;
-    ov_tensor_t* t = NULL;
-    if (ov->shape_create(inputs[i].ndim, inputs[i].shape, &shape) != 0) {
-      rc = ys_fail(YS_ERR_BACKEND, "ov_shape_create failed: %s", ov_msg(m->rt));
-      break;
-    }
-    /* Zero-copy: OpenVINO reads the caller's buffer in place. */
-    if (ov->tensor_create_from_host_ptr(ys_dtypes[inputs[i].dtype].ov, shape, inputs[i].data, &t) != 0 ||
-        ov->set_input_tensor_by_index(req, (size_t)m->in[i].ov_index, t) != 0)
-      rc = ys_fail(YS_ERR_BACKEND, "cannot set input '%s': %s", m->in[i].name, ov_msg(m->rt));
-    if (t) ov->tensor_free(t);
-    ov->shape_free(&shape);
-  }
-  if (rc == YS_OK && ov->infer(req) != 0)
-    rc = ys_fail(YS_ERR_BACKEND, "OpenVINO inference failed: %s", ov_msg(m->rt));
   int short_output = -1;
-  for (int i = 0; i < n_outputs && rc == YS_OK; i++) {
-    ov_tensor_t* t = NULL;
-    ov_shape_t shape = {0, NULL};
-    void* data = NULL;
-    size_t nbytes = 0;
-    int et = 0;
-    if (ov->get_output_tensor_by_index(req, (size_t)m->out[i].ov_index, &t) != 0 ||
-        ov->tensor_get_shape(t, &shape) != 0 || ov->tensor_get_byte_size(t, &nbytes) != 0 ||
-        ov->tensor_get_element_type(t, &et) != 0 || ov->tensor_data(t, &data) != 0) {
-      rc = ys_fail(YS_ERR_BACKEND, "cannot read output '%s': %s", m->out[i].name, ov_msg(m->rt));
-    } else if (shape.rank > YS_MAX_DIMS) {
-      rc = ys_fail(YS_ERR_BACKEND, "output '%s' has rank %lld > %d", m->out[i].name,
-                   (long long)shape.rank, YS_MAX_DIMS);
-    } else {
-      ys_tensor* o = &outputs[i];
-      o->dtype = ys_dtype_from_ov(et);
-      o->ndim = (int)shape.rank;
-      for (int d = 0; d < o->ndim; d++) o->shape[d] = shape.dims[d];
-      if (o->dtype != m->out[i].dtype) {
-        rc = ys_fail(YS_ERR_BACKEND, "output '%s': backend gives %s, manifest says %s",
-                     m->out[i].name, ys_dtype_name(o->dtype), ys_dtype_name(m->out[i].dtype));
-      } else if (o->data && o->nbytes >= nbytes) {
-        memcpy(o->data, data, nbytes);
-        o->nbytes = nbytes;
-      } else if (alloc) {
-        ys_tensor desc = *o;
-        desc.data = NULL;
-        desc.nbytes = nbytes;
-        void* buf = alloc(alloc_ctx, i, &desc);
-        if (!buf && nbytes) {
-          rc = ys_fail(YS_ERR_NOMEM, "allocator gave no buffer for output '%s'", m->out[i].name);
-        } else {
-          if (nbytes) memcpy(buf, data, nbytes);
-          o->data = buf;
-          o->nbytes = nbytes;
-        }
-      } else {
-        o->nbytes = nbytes;
-        if (short_output < 0) short_output = i;
-      }
-    }
-    if (shape.dims) ov->shape_free(&shape);
-    if (t) ov->tensor_free(t);
-  }
-  ys_give_request(m, req);
+  int rc = m->rt->ops->model_run(m, inputs, outputs, alloc, alloc_ctx, &short_output);
   if (rc == YS_OK && short_output >= 0)
     rc = ys_fail(YS_ERR_OUTPUT_SIZE, "output '%s' needs a larger buffer (shapes filled in)",
                  m->out[short_output].name);

@@ -3,8 +3,9 @@
  *
  * Conventions (after TVM's C runtime API): every function returns 0 (YS_OK) or a YS_ERR_* code,
  * handles are opaque, and ys_last_error() holds this thread's message for the last failure.
- * The OpenVINO C library is loaded with dlopen from a path the caller gives, so the shim has no
- * link-time dependency on any wheel. Nothing here touches Python.
+ * Two backends: OpenVINO (its C API, libopenvino_c.so.*) and ONNX Runtime (its C API,
+ * libonnxruntime.so.*). A runtime loads one backend's C library with dlopen from a path the
+ * caller gives, so the shim has no link-time dependency on any wheel. Nothing here touches Python.
  */
 #ifndef YS_SHIM_H_
 #define YS_SHIM_H_
@@ -37,7 +38,10 @@ enum {
   YS_DT_INT32, YS_DT_INT64, YS_DT_UINT8, YS_DT_UINT16, YS_DT_UINT32, YS_DT_UINT64, YS_DT_BOOL
 };
 
-typedef struct ys_runtime ys_runtime; /* a loaded OpenVINO C library and one ov_core */
+/* Backends (values are ours). An artifact's manifest names its backend ("backend" line). */
+enum { YS_BACKEND_INVALID = 0, YS_BACKEND_OPENVINO = 1, YS_BACKEND_ONNXRUNTIME = 2 };
+
+typedef struct ys_runtime ys_runtime; /* one backend's C library, loaded once (ov_core / OrtEnv) */
 typedef struct ys_model ys_model;     /* a compiled boosted model (thread-safe to run) */
 
 /* A named tensor of a model: dims < 0 are dynamic. `name` and `tensor_name` belong to the model. */
@@ -70,14 +74,31 @@ YS_API size_t ys_dtype_size(int dtype);
 YS_API const char* ys_dtype_name(int dtype);
 YS_API int ys_dtype_from_name(const char* name);
 
+YS_API const char* ys_backend_name(int backend);   /* "openvino", "onnxruntime", "invalid" */
+YS_API int ys_backend_from_name(const char* name); /* YS_BACKEND_INVALID when unknown */
+
+/* Load `backend`'s C library from `c_library` (OpenVINO: libopenvino_c.so.*; ONNX Runtime:
+ * libonnxruntime.so.*). One runtime serves any number of models of that backend. */
+YS_API int ys_runtime_open_backend(int backend, const char* c_library, ys_runtime** out);
+/* Same as ys_runtime_open_backend(YS_BACKEND_OPENVINO, openvino_c_library, out). */
 YS_API int ys_runtime_open(const char* openvino_c_library, ys_runtime** out);
 YS_API int ys_runtime_close(ys_runtime* rt);
+YS_API int ys_runtime_backend(const ys_runtime* rt, int* backend);
+/* The loaded library's own version string (owned by the runtime). */
+YS_API int ys_runtime_version(const ys_runtime* rt, const char** version);
 
-/* Open the artifact directory (its shim.txt); device "CPU"; num_threads 0 = backend default. */
+/* Read only the backend of `artifact_dir`/shim.txt and the C library it names ("ovlib" or
+ * "ortlib" line; "" when absent) into `library` (cap bytes). */
+YS_API int ys_manifest_backend(const char* artifact_dir, int* backend, char* library, size_t cap);
+
+/* Open the artifact directory (its shim.txt) on a runtime of the backend it names; device "CPU"
+ * (OpenVINO only; ONNX Runtime runs on its CPU provider); num_threads 0 = the manifest's or the
+ * backend's default. */
 YS_API int ys_model_open(ys_runtime* rt, const char* artifact_dir, const char* device,
                          int num_threads, ys_model** out);
 YS_API int ys_model_close(ys_model* model);
 YS_API int ys_model_signature(const ys_model* model, const char** signature_key);
+YS_API int ys_model_backend(const ys_model* model, int* backend);
 YS_API int ys_model_num_inputs(const ys_model* model, int* n);
 YS_API int ys_model_num_outputs(const ys_model* model, int* n);
 YS_API int ys_model_input(const ys_model* model, int index, ys_tensor_info* info);

@@ -1,4 +1,4 @@
-"""Small SavedModels for the TF Serving tests: a Keras export and a TF1 graph with several signatures."""
+"""Small SavedModels for the TF Serving tests: a Keras export, a TF1 graph, a variable-length text model."""
 
 from __future__ import annotations
 
@@ -53,7 +53,47 @@ def build_tf1(path: str) -> None:
             builder.save()
 
 
+VOCAB = 50
+
+
+def build_text(path: str) -> None:
+    """A text model over input_ids and attention_mask, both int32 [-1, -1].
+
+    serving_default: ``tokens`` [b, len, 4] (zero where the mask is) and ``pooled`` [b, 4] (the
+    masked mean); ``raw`` takes the same inputs and gives ``tokens`` only (never boosted).
+    """
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([None, None], tf.int32, name="input_ids"),
+            tf.TensorSpec([None, None], tf.int32, name="attention_mask")]
+
+    class Text(tf.Module):
+        def __init__(self):
+            super().__init__()
+            g = tf.random.Generator.from_seed(11)
+            self.emb = tf.Variable(g.normal((VOCAB, 8)))
+            self.w = tf.Variable(g.normal((8, 4)))
+
+        def _tokens(self, input_ids, attention_mask):
+            h = tf.gather(self.emb, input_ids)
+            mask = tf.cast(attention_mask, tf.float32)[..., None]
+            return tf.tanh(tf.einsum("bld,dk->blk", h, self.w)) * mask, mask
+
+        @tf.function(input_signature=spec)
+        def serve(self, input_ids, attention_mask):
+            tokens, mask = self._tokens(input_ids, attention_mask)
+            pooled = tf.reduce_sum(tokens, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+            return {"tokens": tokens, "pooled": pooled}
+
+        @tf.function(input_signature=spec)
+        def raw(self, input_ids, attention_mask):
+            return {"tokens": self._tokens(input_ids, attention_mask)[0]}
+
+    m = Text()
+    tf.saved_model.save(m, path, signatures={"serving_default": m.serve, "raw": m.raw})
+
+
 if __name__ == "__main__":
     import sys
 
-    {"keras": build_keras, "tf1": build_tf1}[sys.argv[1]](sys.argv[2])
+    {"keras": build_keras, "tf1": build_tf1, "text": build_text}[sys.argv[1]](sys.argv[2])
