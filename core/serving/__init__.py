@@ -13,12 +13,12 @@ It knows no server. A plugin is its protocol codec and its lifecycle over these 
 
 from __future__ import annotations
 
-from .inputs import example_feeds, parse_specs
+from .inputs import example_feeds, parse_specs, read_examples
 from .settings import Section, add_boost_flags, boost_config, boost_flags, split_section
 from .status import Status, status_of
 from .telemetry import MetricsBridge, prometheus_text
 from .threads import ThreadPlan, plan_threads
 
 __all__ = ["Section", "split_section", "boost_config", "add_boost_flags", "boost_flags",
-           "parse_specs", "example_feeds", "ThreadPlan", "plan_threads", "Status", "status_of",
-           "MetricsBridge", "prometheus_text"]
+           "parse_specs", "example_feeds", "read_examples", "ThreadPlan", "plan_threads",
+           "Status", "status_of", "MetricsBridge", "prometheus_text"]

@@ -9,6 +9,7 @@ a model called positionally.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,3 +68,19 @@ def example_feeds(specs: Sequence[TensorSpec], *, seed: int | None = None,
                   like: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Fresh random (never all-zero) feeds that fit ``specs``; see ``yellowstone.spec.random_inputs``."""
     return random_inputs(specs, seed=seed, like=like)
+
+
+def read_examples(path: str | os.PathLike[str] | None) -> dict[str, np.ndarray] | None:
+    """The named example arrays of an ``.npz`` (one array per input name), or None.
+
+    Servers take real example inputs this way (``examples:`` in a config section): validation
+    runs on them too, and random inputs are drawn like them (token ids in their range,
+    attention masks over padding).
+    """
+    if path is None:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"examples file {path} could not be read: {exc}") from exc

@@ -8,7 +8,9 @@ KServe's storage initializer copies ``storageUri`` to ``/mnt/models``. What may 
 - optionally a yellowstone artifact directory (any directory holding ``yellowstone.json``, as
   ``BoostedModel.save`` / ``yellowstone compile --out`` wrote it);
 - optionally ``yellowstone.yaml``: ``inputs`` (``NAME:SHAPE[:DTYPE]`` strings or mappings, needed
-  by TorchScript models), ``signature`` (SavedModel), ``examples`` (an ``.npz`` of real inputs,
+  by TorchScript models; a ``-1`` or named dim stays dynamic, ``input_ids:-1xseq=1..256:int64``
+  within its range: V2 metadata shows it as ``-1`` and a request outside the range is a 400),
+  ``signature`` (SavedModel), ``examples`` (an ``.npz`` of real inputs,
   one array per input name: validation runs on them too, and random inputs are drawn like them,
   e.g. token ids in their range and attention masks over padding) and any
   :class:`yellowstone.BoostConfig` field. Relative paths (``examples``, ``calibration``) are
@@ -168,19 +170,6 @@ def read_options(layout: ModelLayout) -> ModelOptions:
     return ModelOptions(inputs=parse_specs(section.plugin.get("inputs"), where=f"{where}: inputs"),
                         signature=str(section.plugin.get("signature") or "serving_default"),
                         examples=examples, boost=boost)
-
-
-def read_examples(path: Path | None) -> dict[str, Any] | None:
-    """The named example arrays of an ``examples`` .npz, or None."""
-    if path is None:
-        return None
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"examples file {path} could not be read: {exc}") from exc
 
 
 def artifact_inputs(artifact_dir: Path | None) -> tuple[TensorSpec, ...]:

@@ -20,11 +20,11 @@ import kserve
 from kserve.protocol.infer_type import InferRequest
 
 from yellowstone.config import BoostConfig
-from yellowstone.serving import boost_config
+from yellowstone.serving import boost_config, read_examples
 from yellowstone.spec import TensorSpec
 
 from . import codec, errors, metrics, routes
-from .layout import ModelLayout, ModelOptions, artifact_inputs, read_examples, read_options, resolve_layout
+from .layout import ModelLayout, ModelOptions, artifact_inputs, read_options, resolve_layout
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from yellowstone.spec import TensorSpec
 SECTION = "yellowstone"
 WHERE = f"model-config.yaml '{SECTION}' section"
 DEFAULT_HANDLER = "base_handler"
-PLUGIN_KEYS = ("handler", "input_shape", "input_dtype", "inputs", "artifact_dir",
+PLUGIN_KEYS = ("handler", "input_shape", "input_dtype", "inputs", "examples", "artifact_dir",
                "fused_preprocess")
 
 
@@ -34,7 +34,11 @@ class PluginConfig:
         handler: the handler being boosted, as TorchServe's ``--handler`` takes it: a built-in
             name (``image_classifier``), ``file.py`` or ``file.py:Class`` from the archive.
         inputs: example inputs to boost with, in call order; empty means "from the first
-            request".
+            request". A ``-1`` or named dim past the batch (``input_ids:-1xseq=1..256:int64``)
+            stays dynamic in the compiled model, within its range.
+        examples: an ``.npz`` of real inputs inside the archive (one array per input name, as
+            the model is called): the model is boosted on them at load, validation runs on
+            them too, and random inputs are drawn like them (token ids in their range).
         artifact_dir: a precompiled artifact directory inside the archive (relative to it).
         fused_preprocess: compile a recognised stock image pipeline (``image_classifier``'s
             Resize -> CenterCrop -> ToTensor -> Normalize) into the model; ``false`` keeps the
@@ -44,6 +48,7 @@ class PluginConfig:
 
     handler: str = DEFAULT_HANDLER
     inputs: tuple[TensorSpec, ...] = ()
+    examples: str | None = None
     artifact_dir: str | None = None
     fused_preprocess: bool = True
     boost: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -86,6 +91,7 @@ def parse_section(section: Mapping[str, Any] | None) -> PluginConfig:
     artifact_dir = plugin.get("artifact_dir")
     return PluginConfig(handler=str(plugin.get("handler") or DEFAULT_HANDLER),
                         inputs=_input_specs(plugin),
+                        examples=str(plugin["examples"]) if plugin.get("examples") else None,
                         artifact_dir=str(artifact_dir) if artifact_dir else None,
                         fused_preprocess=_flag(plugin.get("fused_preprocess", True),
                                                "fused_preprocess"),

@@ -151,7 +151,7 @@ class BoostHandler:
 
             self._ensure_boosted((example_input(self._fused),), {})
             self._warm_batches()
-        elif self.settings.inputs:
+        elif self.settings.inputs or self.settings.examples:
             self._ensure_boosted(self._example_inputs(), {})
             self._warm_batches()
         else:
@@ -280,14 +280,35 @@ class BoostHandler:
                                  f"{type(model).__name__}; the boost handler boosts torch "
                                  "modules, TorchScript, torch.export programs and ONNX sessions")
 
+    def _examples(self) -> dict | None:
+        """The real inputs of the section's ``examples`` .npz, or None."""
+        if not self.settings.examples:
+            return None
+        return serving.read_examples(self.model_dir / self.settings.examples)
+
     def _example_inputs(self) -> tuple:
-        """Fresh random feeds for the configured specs, in call order (tensors unless ONNX)."""
-        feeds = serving.example_feeds(self.settings.inputs)
+        """The ``examples``, else fresh random feeds for the configured specs, in call order."""
+        feeds = self._examples() or serving.example_feeds(self.settings.inputs)
         if self._form == "onnx":
             return tuple(feeds.values())
         import torch
 
         return tuple(torch.from_numpy(a) for a in feeds.values())
+
+    def _input_specs(self) -> tuple | None:
+        """The configured specs when they keep a dim beyond the batch dynamic, else None.
+
+        ``-1`` or a name past dim 0 (``input_ids:-1xseq=1..256:int64``) stays dynamic in the
+        compiled model, within its range, and requests outside it are refused (400). Specs
+        with only static dims (or a dynamic batch) change nothing: the example has their
+        shape. None too when the image pipeline is fused in: the specs then describe the
+        original model's float input, not the fused model's uint8 pixels.
+        """
+        specs = self.settings.inputs
+        if self._fused is not None or not any(
+                not isinstance(d, int) for s in specs for d in s.shape[1:]):
+            return None
+        return specs
 
     def _artifact_dir(self) -> Path | None:
         if not self.settings.artifact_dir:
@@ -323,10 +344,15 @@ class BoostHandler:
             if kwargs and not args:  # called by keyword: named example inputs
                 example = {k: v.detach().cpu() if hasattr(v, "detach") else v
                            for k, v in kwargs.items()}
+        specs = self._input_specs()
+        samples = self._examples() if self._fused is None else None
+        if samples is not None:  # named real inputs: the example and a validation sample
+            example = samples
         t0 = time.perf_counter()
         try:
             self.boosted = yellowstone.boost(model, example, config=self.boost_config,
-                                             artifact_dir=self._artifact_dir())
+                                             input_specs=specs, artifact_dir=self._artifact_dir(),
+                                             sample_inputs=[samples] if samples else ())
         except BadRequestError:
             raise
         except YellowstoneError as exc:
@@ -334,7 +360,7 @@ class BoostHandler:
             metrics.emit(metrics.FALLBACKS, 1, model=self.model_name, backend="all",
                          reason="boost-error")
             self.boosted = yellowstone.boost(model, example, config=self.boost_config,
-                                             backends="native")
+                                             input_specs=specs, backends="native")
         self._bridge.flush()
         report = self.boosted.report
         source = {"artifact": "precompiled archive", "hit": "cache"}.get(report.cache, "compiled here")
@@ -400,6 +426,8 @@ class BoostHandler:
             "cache": rep.cache if rep else None, "load_s": rep.load_s if rep else None,
             "fallback_reason": rep.fallback_reason if rep else "",
             "batch_sizes": list(self.boost_config.batch_sizes) if self.boost_config else [],
+            "inputs": ([s.to_dict() for s in self.boosted.inputs]
+                       if self.boosted is not None else []),
             "threads": self._threads.threads if self._threads else None,
             "preprocess": self._fused_note or "the handler's own",
             "buckets": (rep.candidate(rep.chosen).buckets

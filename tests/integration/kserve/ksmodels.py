@@ -79,3 +79,43 @@ def write_uncompilable_torchscript(out_dir: Path) -> Path:
     path = out_dir / "model.pt"
     torch.jit.script(Special().eval()).save(str(path))
     return path
+
+
+# -- the pretrained all-MiniLM-L6-v2 over its sequence length --------------------------------
+MINILM_SPECS = ["input_ids:-1xseq=1..256:int64", "attention_mask:-1xseq=1..256:int64"]
+
+
+def minilm():
+    """The pretrained all-MiniLM-L6-v2 encoder (``benchmarks.zoo``) and its tokenizer."""
+    import os
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    root = str(Path(__file__).resolve().parents[3])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import zoo
+
+    model, tok, _ = zoo.minilm(seq_len=16, batch=2)
+    return model, tok
+
+
+def write_minilm_torchscript(out_dir: Path, model, tok) -> Path:
+    """``model.pt`` (traced at batch 2, sequence 16), ``examples.npz`` (real sentences padded
+    to the longest of them) and ``yellowstone.yaml`` naming ``seq`` with the range 1..256."""
+    import numpy as np
+    import torch
+    import yaml
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    enc = tok(["A man is playing a guitar on stage.", "Shares dropped at the opening bell.",
+               "The committee postponed its vote until next week.", "How do I reset it?"],
+              padding=True, return_tensors="np")
+    examples = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    np.savez(out_dir / "examples.npz", **examples)
+    trace_at = {k: torch.from_numpy(v[:2]) for k, v in examples.items()}
+    path = out_dir / "model.pt"
+    torch.jit.trace(model, (trace_at["input_ids"], trace_at["attention_mask"])).save(str(path))
+    (out_dir / "yellowstone.yaml").write_text(yaml.safe_dump(
+        {"inputs": MINILM_SPECS, "examples": "examples.npz", "task": "embedding"}))
+    return path
