@@ -13,7 +13,7 @@ A proxy forwards every attribute to the original object and boosts lazily: the f
 call (inference, no gradients, plain tensors) is the example for ``yellowstone.boost``; later
 calls run on the chosen backend. A call the boosted model does not take (a shape it was not
 compiled for, a failure of the compiled path) runs on the original through one fallback path,
-logged and counted in ``yellowstone_fallbacks_total``; a ``BadRequestError`` is re-raised as is.
+logged and counted in ``yellowstone_fallbacks_total``; a client error (4xx) is re-raised as is.
 When boosting fails the original serves, with one WARNING naming the reason. A proxy and its
 boosted model are released when the application lets the proxy go. ``uninstall()`` (or
 ``YELLOWSTONE_INTERPOSE=0``) puts the original functions back.

@@ -2,8 +2,9 @@
 
 A boosted call goes through :meth:`Proxy._ys_serve`: a call outside the boosted model's input
 contract (a shape it was not compiled for) or a failure of the compiled path is served by the
-original through :meth:`Proxy._ys_fallback`, logged and counted; a ``BadRequestError`` raised
-while the boosted model runs is the client's and propagates unchanged.
+original through :meth:`Proxy._ys_fallback`, logged and counted; an error that is the client's
+(a 4xx by ``yellowstone.serving.status_of``: ``BadRequestError``, ``ConfigError``) raised while
+the boosted model runs propagates unchanged, so the application maps it as every server does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ...errors import BadRequestError
+from ...serving.status import status_of
 from ..boostable import Boostable
 from ..registry import REGISTRY
 from ..state import current_settings
@@ -133,9 +134,9 @@ class Proxy:
             return self._ys_fallback("rejected", exc, fn, args, kwargs)
         try:
             out = run(named)
-        except BadRequestError:
-            raise  # the client's error: same class, same http_status / grpc_code
         except Exception as exc:  # noqa: BLE001 - the compiled path failed: the original serves
+            if status_of(exc).client_fault:
+                raise  # the client's error: same class, same http_status / grpc_code
             return self._ys_fallback("runtime", exc, fn, args, kwargs)
         self._ys.count("boosted")
         return out
