@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .backends import CompiledModel
-from .breaker import Breaker
+from .breaker import Guard
 from .config import BoostConfig
 from .report import Candidate, Report
 
@@ -138,24 +137,22 @@ def _within_budget(report: Report, budget_mb: int | float, first: str,
 # -- routing ----------------------------------------------------------------------------------
 @dataclasses.dataclass(eq=False)
 class Route:
-    """One backend serving some batch sizes: its buckets, artifact dirs and health."""
+    """One backend serving some batch sizes: its buckets, artifact dirs and health (its guard)."""
 
     backend: str
     compiled: Buckets | None  # None: the framework
     dirs: dict[int | None, Path]
-    breaker: Breaker
-    stalled: set[concurrent.futures.Future[Any]] = dataclasses.field(default_factory=set)
-    reason: str = ""  # why it is fenced off now
+    guard: Guard  # its fallback is native
 
     @property
     def healthy(self) -> bool:
         """True when requests go to this backend now."""
-        return self.breaker.state == "closed" and not self.stalled
+        return self.guard.healthy
 
     @property
     def serving(self) -> str:
         """The backend that answers this route's requests now."""
-        return self.backend if self.healthy else NATIVE
+        return self.guard.serving
 
 
 class DispatchTable:
