@@ -1,10 +1,21 @@
-"""Tiny random-weight models for the KServe tests, written in the forms /mnt/models holds."""
+"""Tiny random-weight models for the KServe tests, written in the forms /mnt/models holds, and
+:func:`served`, the predictor over one of them for a module fixture."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 VOCAB = 50
+
+
+def served(name: str, root: Path, *extra: str):
+    """A module fixture's body: the predictor for ``root/models`` (logs and cache in ``root``) with
+    the fast test flags (``conftest.FAST``) and ``extra``; yields the server, stops it after."""
+    from conftest import FAST, start_server, stop_server
+
+    server = start_server(name, root / "models", root, *FAST, *extra)
+    yield server
+    stop_server(server)
 
 
 def _two_head():

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.torch, pytest.mark.onnxruntime,
               pytest.mark.timeout(900)]
@@ -47,9 +46,9 @@ def model_dir(tmp_path_factory, encoder):
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    srv = start_server(NAME, model_dir / "models", model_dir, *FAST)
-    yield srv
-    stop_server(srv)
+    import ksmodels
+
+    yield from ksmodels.served(NAME, model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -18,35 +18,24 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, build_model, importorskip_client, model_config, predict_request
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.openvino, pytest.mark.onnxruntime]
 
-tf = pytest.importorskip(
-    "tensorflow", reason="tensorflow is not installed (pip install 'yellowstone[tfserving]')"
-)
-grpc = pytest.importorskip("grpc")
-pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
-requests = pytest.importorskip("requests")
+tf, grpc, requests = importorskip_client()
 
 from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
-HERE = Path(__file__).resolve().parent
 ATOL, RTOL = 1e-5, 1e-5  # TensorFlow serves these requests: the same kernels, the same numbers
 SHIM_ATOL, SHIM_RTOL = 1e-4, 1e-3
 READ_TIMEOUT_S = 3.0
@@ -57,87 +46,19 @@ CLASSIFY, REGRESS, PREDICT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _build(kind: str, path: Path, seed: int) -> None:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run(
-        [sys.executable, str(HERE / "tf1_models.py"), kind, str(path), str(seed)],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=240,
-    )
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfs-api")
     seed = int(np.random.default_rng().integers(1 << 30))
-    for kind in ("tf1", "tf2", "keras"):
-        _build(kind, root / "models" / kind / "1", seed)
+    kinds = ("tf1", "tf2", "keras")
+    for kind in kinds:
+        build_model(kind, root / "models" / kind / "1", seed, script="tf1_models.py")
     config = root / "models.config"
-    config.write_text(
-        "model_config_list {\n"
-        + "".join(
-            f'  config {{ name: "{k}" base_path: "{root}/models/{k}" model_platform: "tensorflow" }}\n'
-            for k in ("tf1", "tf2", "keras")
-        )
-        + "}\n"
-    )
-    grpc_port, rest_port = _free_port(), _free_port()
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    env = dict(
-        os.environ,
-        YELLOWSTONE_CACHE_DIR=str(root / "cache"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        YELLOWSTONE_TFSERVING_REST_READ_TIMEOUT_S=str(READ_TIMEOUT_S),
-    )
-    env.pop("YELLOWSTONE_BACKEND", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "yellowstone.plugins.tfserving",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-            "--file_system_poll_wait_seconds=0",
-            "--yellowstone_shim=always",
-            "--yellowstone_host=127.0.0.1",
-            f"--yellowstone_ready_file={ready}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    deadline = time.time() + 300
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield {
-        "root": root,
-        "grpc": channel,
-        "rest": f"http://127.0.0.1:{rest_port}",
-        "rest_port": rest_port,
-        "log": root / "server.log",
-        "proc": proc,
-    }
-    channel.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    config.write_text(model_config(*((k, root / "models" / k) for k in kinds)))
+    env = {"YELLOWSTONE_TFSERVING_REST_READ_TIMEOUT_S": str(READ_TIMEOUT_S)}
+    with TFServer(root, f"--model_config_file={config}", "--file_system_poll_wait_seconds=0",
+                  "--yellowstone_shim=always", env=env, timeout_s=300) as srv:
+        yield srv
 
 
 class Reference:
@@ -169,7 +90,7 @@ def reference(server):
 
     def get(model: str) -> Reference:
         if model not in loaded:
-            loaded[model] = Reference(server["root"] / "models" / model / "1")
+            loaded[model] = Reference(server.root / "models" / model / "1")
         return loaded[model]
 
     return get
@@ -177,23 +98,7 @@ def reference(server):
 
 @pytest.fixture(scope="module")
 def stubs(server):
-    return (
-        prediction_service_pb2_grpc.PredictionServiceStub(server["grpc"]),
-        model_service_pb2_grpc.ModelServiceStub(server["grpc"]),
-    )
-
-
-def _predict_request(name, feeds, signature="", version=None, output_filter=()):
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = name
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    for k, v in feeds.items():
-        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-    req.output_filter.extend(output_filter)
-    return req
+    return server.stubs()
 
 
 def _rpc_error(call, request):
@@ -217,9 +122,23 @@ def _examples(rng, n):
     return xs, ks, [_example(xs[i], int(ks[i])) for i in range(n)]
 
 
+def _request(cls, model, signature, examples=()):
+    """A Classification/RegressionRequest (``cls``) for ``model``/``signature`` over ``examples``."""
+    req = cls()
+    req.model_spec.name, req.model_spec.signature_name = model, signature
+    if examples:
+        req.input.example_list.examples.extend(examples)
+    return req
+
+
+def _scores(result):
+    """The scores of a ClassificationResult, one row per example."""
+    return np.array([[c.score for c in row.classes] for row in result.classifications])
+
+
 def _post(server, path, body, **kw):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return requests.post(server["rest"] + path, data=data, timeout=60, **kw)
+    return requests.post(server.rest + path, data=data, timeout=60, **kw)
 
 
 def _serialized(examples):
@@ -231,7 +150,7 @@ def _serialized(examples):
 def test_tf1_feeds_are_judged_by_the_graph_not_the_signature(server, stubs, reference, shape):
     predict, _ = stubs
     x = np.random.default_rng().standard_normal(shape).astype(np.float32)
-    resp = predict.Predict(_predict_request("tf1", {"x": x}), timeout=60)
+    resp = predict.Predict(predict_request("tf1", {"x": x}), timeout=60)
     got = tf.make_ndarray(resp.outputs["y"])
     want = reference("tf1").run("serving_default", {"x": x})["y"]
     assert got.shape == shape
@@ -254,11 +173,11 @@ def test_rest_row_scalars_reach_a_minus_one_by_one_signature(server, reference):
 
 def test_the_shim_serves_fitting_feeds_and_tensorflow_the_rest(server, stubs, reference):
     predict, _ = stubs
-    log = server["log"].read_text()
+    log = server.log.read_text()
     assert "tf1 v1 [serving_default]: served by the shim" in log
     x = np.random.default_rng().standard_normal((4,)).astype(np.float32)
-    predict.Predict(_predict_request("tf1", {"x": x}), timeout=60)
-    log = server["log"].read_text()
+    predict.Predict(predict_request("tf1", {"x": x}), timeout=60)
+    log = server.log.read_text()
     m = re.search(r"tf1 v1 \[serving_default\]: served by the shim \((\w+), C\)", log)
     assert m, log[-3000:]
     assert f"tf1 v1 [serving_default]: the shim ({m.group(1)}) cannot run this request (input 'x' is " in log
@@ -272,13 +191,13 @@ def test_keras_export_through_both_apis(server, stubs, reference):
         x = rng.standard_normal((batch, 8)).astype(np.float32)
         want = reference("keras").run("serving_default", {"x": x})["output_0"]
         got = tf.make_ndarray(
-            predict.Predict(_predict_request("keras", {"x": x}), timeout=60).outputs["output_0"]
+            predict.Predict(predict_request("keras", {"x": x}), timeout=60).outputs["output_0"]
         )
         np.testing.assert_allclose(got, want, atol=SHIM_ATOL, rtol=SHIM_RTOL)
         r = _post(server, "/v1/models/keras:predict", {"instances": x.tolist()})
         np.testing.assert_allclose(np.array(r.json()["predictions"]), want, atol=SHIM_ATOL, rtol=SHIM_RTOL)
     # A feed the graph refuses: TensorFlow's own error, the shape named.
-    err = _rpc_error(predict.Predict, _predict_request("keras", {"x": x[:, :5]}))
+    err = _rpc_error(predict.Predict, predict_request("keras", {"x": x[:, :5]}))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Matrix size-incompatible: In[0]: [4,5]" in err.details()
 
@@ -288,11 +207,11 @@ def test_multi_input_signatures_rows_columns_and_filters(server, stubs, referenc
     rng = np.random.default_rng()
     feeds = {k: rng.standard_normal((3, 4)).astype(np.float32) for k in ("a", "b")}
     want = reference("tf1").run("two_inputs", feeds)
-    resp = predict.Predict(_predict_request("tf1", feeds, "two_inputs"), timeout=60)
+    resp = predict.Predict(predict_request("tf1", feeds, "two_inputs"), timeout=60)
     assert sorted(resp.outputs) == ["dot", "sum"]
     for k in ("dot", "sum"):
         np.testing.assert_allclose(tf.make_ndarray(resp.outputs[k]), want[k], atol=ATOL, rtol=RTOL)
-    resp = predict.Predict(_predict_request("tf1", feeds, "two_inputs", output_filter=["dot"]), timeout=60)
+    resp = predict.Predict(predict_request("tf1", feeds, "two_inputs", output_filter=["dot"]), timeout=60)
     assert list(resp.outputs) == ["dot"]
     rows = [{"a": feeds["a"][i].tolist(), "b": feeds["b"][i].tolist()} for i in range(3)]
     r = _post(server, "/v1/models/tf1:predict", {"signature_name": "two_inputs", "instances": rows})
@@ -315,7 +234,7 @@ def test_typed_inputs_over_rest_and_grpc(server, stubs, reference):
         "h": rng.integers(0, 256, 2).astype(np.uint8),
     }
     want = reference("tf1").run("typed", feeds)
-    resp = predict.Predict(_predict_request("tf1", feeds, "typed"), timeout=60)
+    resp = predict.Predict(predict_request("tf1", feeds, "typed"), timeout=60)
     for k, v in want.items():
         np.testing.assert_array_equal(tf.make_ndarray(resp.outputs[k]), v)
     rows = [
@@ -339,29 +258,29 @@ def test_predict_errors_as_tf_serving_words_them(server, stubs):
     x = np.random.default_rng().standard_normal((2, 1)).astype(np.float32)
     z = x + 1
     cases = [
-        (_predict_request("tf1", {"x": x.astype(np.float64)}), "INVALID_ARGUMENT",
+        (predict_request("tf1", {"x": x.astype(np.float64)}), "INVALID_ARGUMENT",
          "Expects arg[0] to be float but double is provided"),
-        (_predict_request("tf1", {"x": x, "z": z}), "INVALID_ARGUMENT",
+        (predict_request("tf1", {"x": x, "z": z}), "INVALID_ARGUMENT",
          "input size does not match signature: 2!=1 len({x,z}) != len({x}). Sent extra: {z}. "
          "Missing but required: {}."),
-        (_predict_request("tf1", {"z": x}), "INVALID_ARGUMENT",
+        (predict_request("tf1", {"z": x}), "INVALID_ARGUMENT",
          "Signature input alias: x(feed name: x:0) not found in request and no default value provided."),
-        (_predict_request("tf1", {"x": x}, output_filter=["q"]), "INVALID_ARGUMENT",
+        (predict_request("tf1", {"x": x}, output_filter=["q"]), "INVALID_ARGUMENT",
          "output tensor alias not found in signature: q Outputs expected to be in the set {y}."),
-        (_predict_request("tf1", {"x": x}, output_filter=["y", "y"]), "INVALID_ARGUMENT",
+        (predict_request("tf1", {"x": x}, output_filter=["y", "y"]), "INVALID_ARGUMENT",
          "duplicate output tensor alias: y"),
-        (_predict_request("tf1", {"x": x}, "nope"), "FAILED_PRECONDITION",
+        (predict_request("tf1", {"x": x}, "nope"), "FAILED_PRECONDITION",
          'Serving signature key "nope" not found.'),
-        (_predict_request("tf1", {"x": x}, version=9), "NOT_FOUND",
+        (predict_request("tf1", {"x": x}, version=9), "NOT_FOUND",
          "Servable not found for request: Specific(tf1, 9)"),
-        (_predict_request("nope", {"x": x}), "NOT_FOUND", "Servable not found for request: Latest(nope)"),
+        (predict_request("nope", {"x": x}), "NOT_FOUND", "Servable not found for request: Latest(nope)"),
     ]  # fmt: skip
     for req, code, text in cases:
         err = _rpc_error(predict.Predict, req)
         assert err.code() == getattr(grpc.StatusCode, code), err.details()
         assert text in err.details(), err.details()
     assert (
-        predict.Predict(_predict_request("tf1", {"x": x}), timeout=60).outputs["y"].tensor_shape.dim[0].size
+        predict.Predict(predict_request("tf1", {"x": x}), timeout=60).outputs["y"].tensor_shape.dim[0].size
         == 2
     )
 
@@ -372,13 +291,10 @@ def test_tf1_classify_and_regress_over_grpc(server, stubs, reference):
     rng = np.random.default_rng()
     xs, ks, examples = _examples(rng, 3)
     ref = reference("tf1")
-    creq = classification_pb2.ClassificationRequest()
-    creq.model_spec.name, creq.model_spec.signature_name = "tf1", "classify"
-    creq.input.example_list.examples.extend(examples)
+    creq = _request(classification_pb2.ClassificationRequest, "tf1", "classify", examples)
     cresp = predict.Classify(creq, timeout=60)
     want = ref.run("classify", {"inputs": _serialized(examples)})
-    got = np.array([[c.score for c in row.classes] for row in cresp.result.classifications])
-    np.testing.assert_allclose(got, want["scores"], atol=ATOL, rtol=RTOL)
+    np.testing.assert_allclose(_scores(cresp.result), want["scores"], atol=ATOL, rtol=RTOL)
     assert [c.label for c in cresp.result.classifications[1].classes] == ["red", "green", "blue"]
     assert (cresp.model_spec.name, cresp.model_spec.signature_name, cresp.model_spec.version.value) == (
         "tf1", "classify", 1
@@ -388,8 +304,7 @@ def test_tf1_classify_and_regress_over_grpc(server, stubs, reference):
     assert [c.label for c in only] == ["", "", ""]
     np.testing.assert_allclose([c.score for c in only], want["scores"][0], atol=ATOL, rtol=RTOL)
 
-    rreq = regression_pb2.RegressionRequest()
-    rreq.model_spec.name, rreq.model_spec.signature_name = "tf1", "regress"
+    rreq = _request(regression_pb2.RegressionRequest, "tf1", "regress")
     ctx = _example(rng.standard_normal(4).astype(np.float32), k=2)  # every example has its own x
     rreq.input.example_list_with_context.context.CopyFrom(ctx)
     plain = [_example(xs[i]) for i in range(3)]  # no "k": the context's k applies
@@ -404,24 +319,14 @@ def test_tf1_classify_and_regress_over_grpc(server, stubs, reference):
 
 def test_tf2_predict_method_signatures_classify_and_regress(server, stubs, reference):
     predict, _ = stubs
-    rng = np.random.default_rng()
-    _, _, examples = _examples(rng, 2)
+    _, _, examples = _examples(np.random.default_rng(), 2)
     ref = reference("tf2")
-    creq = classification_pb2.ClassificationRequest()
-    creq.model_spec.name = "tf2"  # serving_default: a predict-method signature that fits
-    creq.input.example_list.examples.extend(examples)
-    cresp = predict.Classify(creq, timeout=60)
+    creq = _request(classification_pb2.ClassificationRequest, "tf2", "", examples)  # serving_default:
+    cresp = predict.Classify(creq, timeout=60)  # a predict-method signature that fits
     want = ref.run("serving_default", {"inputs": _serialized(examples)})
-    np.testing.assert_allclose(
-        [[c.score for c in row.classes] for row in cresp.result.classifications],
-        want["scores"],
-        atol=ATOL,
-        rtol=RTOL,
-    )
+    np.testing.assert_allclose(_scores(cresp.result), want["scores"], atol=ATOL, rtol=RTOL)
     assert cresp.model_spec.signature_name == "serving_default"
-    rreq = regression_pb2.RegressionRequest()
-    rreq.model_spec.name, rreq.model_spec.signature_name = "tf2", "regress"
-    rreq.input.example_list.examples.extend(examples)
+    rreq = _request(regression_pb2.RegressionRequest, "tf2", "regress", examples)
     want = ref.run("regress", {"inputs": _serialized(examples)})["outputs"]
     np.testing.assert_allclose([r.value for r in predict.Regress(rreq, timeout=60).result.regressions], want,
                                atol=ATOL, rtol=RTOL)  # fmt: skip
@@ -435,9 +340,7 @@ def test_tf2_predict_method_signatures_classify_and_regress(server, stubs, refer
 def test_classify_regress_errors(server, stubs):
     predict, _ = stubs
     _, _, examples = _examples(np.random.default_rng(), 1)
-    req = classification_pb2.ClassificationRequest()
-    req.model_spec.name, req.model_spec.signature_name = "tf1", "zzz"
-    req.input.example_list.examples.extend(examples)
+    req = _request(classification_pb2.ClassificationRequest, "tf1", "zzz", examples)
     assert "No signature was found with the name: zzz" in _rpc_error(predict.Classify, req).details()
     req.model_spec.signature_name = "regress"
     assert (
@@ -449,8 +352,7 @@ def test_classify_regress_errors(server, stubs):
     )
     req.model_spec.signature_name = "two_inputs"
     assert _rpc_error(predict.Classify, req).details() == "Expected one input Tensor."
-    empty = classification_pb2.ClassificationRequest()
-    empty.model_spec.name, empty.model_spec.signature_name = "tf1", "classify"
+    empty = _request(classification_pb2.ClassificationRequest, "tf1", "classify")
     err = _rpc_error(predict.Classify, empty)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details() == "Input is empty."
 
@@ -504,7 +406,7 @@ def test_multi_inference_runs_every_task_once(server, stubs, reference):
     ser = {"inputs": _serialized(examples)}
     assert [r.model_spec.signature_name for r in resp.results] == ["classify", "regress", "regress_plus"]
     assert all(r.model_spec.name == "tf1" and r.model_spec.version.value == 1 for r in resp.results)
-    scores = [[c.score for c in row.classes] for row in resp.results[0].classification_result.classifications]
+    scores = _scores(resp.results[0].classification_result)
     np.testing.assert_allclose(scores, ref.run("classify", ser)["scores"], atol=ATOL, rtol=RTOL)
     for i, sig in ((1, "regress"), (2, "regress_plus")):
         got = [r.value for r in resp.results[i].regression_result.regressions]
@@ -553,7 +455,7 @@ def test_metadata_over_grpc_and_rest_in_tf_servings_form(server, stubs, referenc
     meta = reference("tf1").meta_graph
     assert dict(sig_map.signature_def) == dict(meta.signature_def)
 
-    r = requests.get(f"{server['rest']}/v1/models/tf1/versions/1/metadata", timeout=60)
+    r = requests.get(f"{server.rest}/v1/models/tf1/versions/1/metadata", timeout=60)
     body = r.json()
     assert body["model_spec"] == {"name": "tf1", "signature_name": "", "version": "1"}
     sigs = body["metadata"]["signature_def"]["signature_def"]
@@ -574,7 +476,7 @@ def test_metadata_over_grpc_and_rest_in_tf_servings_form(server, stubs, referenc
         always_print_fields_with_no_presence=True,
     )
     assert sigs["classify"] == want and set(sigs) == set(meta.signature_def)
-    tf2 = requests.get(f"{server['rest']}/v1/models/tf2/metadata", timeout=60).json()
+    tf2 = requests.get(f"{server.rest}/v1/models/tf2/metadata", timeout=60).json()
     assert tf2["metadata"]["signature_def"]["signature_def"]["regress"]["method_name"] == PREDICT
 
     bad = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -603,7 +505,7 @@ def test_model_status_over_grpc_and_rest(server, stubs):
     other.model_spec.name = "nope"
     assert _rpc_error(models.GetModelStatus, other).details() == "Could not find any versions of model nope"
 
-    base = server["rest"]
+    base = server.rest
     assert requests.get(f"{base}/v1/models/tf2", timeout=60).json() == {
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
@@ -650,7 +552,7 @@ def test_every_manager_state_maps_to_tf_servings_enum():
 
 # ------------------------------------------------------------------------ hostile REST traffic
 def _raw(server, data: bytes, timeout: float = 30) -> bytes:
-    with socket.create_connection(("127.0.0.1", server["rest_port"]), timeout=timeout) as s:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=timeout) as s:
         s.sendall(data)
         chunks = []
         while True:
@@ -679,12 +581,12 @@ def _good_request(server, reference):
 
 
 def test_slow_headers_hold_sockets_not_threads_and_are_closed(server, reference):
-    pid = server["proc"].pid
+    pid = server.proc.pid
     _good_request(server, reference)
     before = _threads(pid)
     socks = []
     for _ in range(50):
-        s = socket.create_connection(("127.0.0.1", server["rest_port"]), timeout=30)
+        s = socket.create_connection(("127.0.0.1", server.rest_port), timeout=30)
         s.sendall(b"POST /v1/models/tf1:predict HTT")
         socks.append(s)
     try:
@@ -703,7 +605,7 @@ def test_slow_headers_hold_sockets_not_threads_and_are_closed(server, reference)
 
 
 def test_slow_body_is_cut_off(server, reference):
-    with socket.create_connection(("127.0.0.1", server["rest_port"]), timeout=READ_TIMEOUT_S + 30) as s:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=READ_TIMEOUT_S + 30) as s:
         s.sendall(b"POST /v1/models/tf1:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         try:
             assert s.recv(1024) == b""
@@ -760,13 +662,13 @@ def test_http_framing_variants_are_served(server, reference):
         np.testing.assert_allclose(np.array(response.json()["predictions"], np.float32), want,
                                    atol=SHIM_ATOL, rtol=SHIM_RTOL)  # fmt: skip
 
-    url = f"{server['rest']}/v1/models/tf1:predict"
+    url = f"{server.rest}/v1/models/tf1:predict"
     check(requests.post(url, data=iter([payload[:7], payload[7:]]), timeout=60))  # chunked
     check(requests.post(url, data=gzip.compress(payload), headers={"Content-Encoding": "gzip"}, timeout=60))
     with requests.Session() as s:  # keep-alive: several requests on one connection
         for _ in range(3):
             check(s.post(url, data=payload, timeout=60))
-    with socket.create_connection(("127.0.0.1", server["rest_port"]), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
         sock.sendall(b"POST /v1/models/tf1:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                      b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(payload))  # fmt: skip
         assert sock.recv(1024).startswith(b"HTTP/1.1 100 Continue")

@@ -9,89 +9,43 @@ metric names.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, build_model, predict
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.openvino, pytest.mark.onnxruntime]
 
-HERE = Path(__file__).resolve().parent
 ATOL, RTOL = 1e-4, 1e-3
 METRICS_PATH = "/tfs/metrics"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfs-batching")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", YELLOWSTONE_CACHE_DIR=str(root / "cache"))
-    env.pop("YELLOWSTONE_BACKEND", None)
-    subprocess.run([sys.executable, str(HERE / "tfs_models.py"), "keras", str(root / "keras" / "1")],
-                   check=True, env=env, capture_output=True, timeout=240)
+    build_model("keras", root / "keras" / "1")
     (root / "batching.config").write_text(
         "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 300000 }\n"
         "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n"
     )
     (root / "monitoring.config").write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
-    grpc_port, rest_port = _free_port(), _free_port()
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yellowstone.plugins.tfserving", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", "--model_name=keras", f"--model_base_path={root / 'keras'}",
-         "--enable_batching", f"--batching_parameters_file={root / 'batching.config'}",
-         f"--monitoring_config_file={root / 'monitoring.config'}", "--yellowstone_shim=always",
-         "--yellowstone_host=127.0.0.1",
-         f"--yellowstone_ready_file={ready}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    deadline = time.time() + 300
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    import grpc
-
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield {"root": root, "grpc": channel, "rest": f"http://127.0.0.1:{rest_port}", "log": root / "server.log"}
-    channel.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with TFServer(root, "--model_name=keras", f"--model_base_path={root / 'keras'}", "--enable_batching",
+                  f"--batching_parameters_file={root / 'batching.config'}",
+                  f"--monitoring_config_file={root / 'monitoring.config'}", "--yellowstone_shim=always",
+                  timeout_s=300) as srv:
+        yield srv
 
 
 def _predict(channel, x):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "keras"
-    req.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
-    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=60)
-    return tf.make_ndarray(resp.outputs["output_0"])
+    return predict(channel, "keras", {"x": x}, timeout=60)["output_0"]
 
 
 def _scrape(server) -> str:
     import requests
 
-    r = requests.get(server["rest"] + METRICS_PATH, timeout=30)
+    r = requests.get(server.rest + METRICS_PATH, timeout=30)
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"].startswith("text/plain")
     return r.text
@@ -105,8 +59,8 @@ def _value(page: str, series: str) -> float:
 def test_concurrent_clients_are_batched_into_boosted_calls(server):
     import tensorflow as tf
 
-    assert "keras v1 [serving_default]: served by the shim" in server["log"].read_text()
-    reference = tf.saved_model.load(str(server["root"] / "keras" / "1")).signatures["serving_default"]
+    assert "keras v1 [serving_default]: served by the shim" in server.log.read_text()
+    reference = tf.saved_model.load(str(server.root / "keras" / "1")).signatures["serving_default"]
     rng = np.random.default_rng()
     clients, rounds = 8, 3
     inputs = [[rng.standard_normal((1, 8)).astype(np.float32) for _ in range(rounds)] for _ in range(clients)]
@@ -118,7 +72,7 @@ def test_concurrent_clients_are_batched_into_boosted_calls(server):
         try:
             start.wait(30)
             for r in range(rounds):
-                outputs[i][r] = _predict(server["grpc"], inputs[i][r])
+                outputs[i][r] = _predict(server.channel, inputs[i][r])
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -154,7 +108,7 @@ def test_prometheus_page_counts_rest_and_errors_and_keeps_its_path(server):
     import requests
 
     x = np.random.default_rng().standard_normal((2, 8)).astype(np.float32)
-    url = f"{server['rest']}/v1/models/keras:predict"
+    url = f"{server.rest}/v1/models/keras:predict"
     r = requests.post(url, json={"instances": x.tolist()}, timeout=60)
     assert r.status_code == 200, r.text
     r = requests.post(url, json={"instances": [[1.0] * 5]}, timeout=60)
@@ -169,4 +123,4 @@ def test_prometheus_page_counts_rest_and_errors_and_keeps_its_path(server):
     loads = r'^:tensorflow:cc:saved_model:load_attempt_count\{model_path="[^"]+",status="success"\} 1$'
     assert re.search(loads, page, re.M)
     assert "yellowstone_" in page  # the core's series follow TF Serving's
-    assert requests.get(server["rest"] + "/monitoring/prometheus/metrics", timeout=30).status_code == 404
+    assert requests.get(server.rest + "/monitoring/prometheus/metrics", timeout=30).status_code == 404

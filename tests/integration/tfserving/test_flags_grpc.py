@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, build_model, predict
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow]
-
-HERE = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pem_key(key) -> bytes:
@@ -80,38 +67,19 @@ def _text(pem: bytes) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tls")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", YELLOWSTONE_CACHE_DIR=str(root / "cache"))
-    subprocess.run([sys.executable, str(HERE / "tfs_models.py"), "keras", str(root / "m" / "1")],
-                   check=True, env=env, capture_output=True, timeout=240)
+    build_model("keras", root / "m" / "1")
     pki = make_pki()
     (root / "ssl.config").write_text(
         f'server_key: "{_text(pki["server_key"])}"\nserver_cert: "{_text(pki["server_cert"])}"\n'
         f'custom_ca: "{_text(pki["ca"])}"\nclient_verify: true\n'
     )
-    port, sock = _free_port(), root / "tfs.sock"
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yellowstone.plugins.tfserving", f"--port={port}", "--model_name=m",
-         f"--model_base_path={root / 'm'}", f"--ssl_config_file={root / 'ssl.config'}",
-         f"--grpc_socket_path={sock}", "--enable_grpc_healthcheck_service",
-         "--grpc_channel_arguments=grpc.max_connection_age_ms=600000", "--grpc_max_threads=4",
-         "--yellowstone_shim=off", "--yellowstone_host=127.0.0.1", f"--yellowstone_ready_file={ready}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    deadline = time.time() + 240
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield {"root": root, "port": port, "socket": sock, "pki": pki, "log": root / "server.log"}
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    sock = root / "tfs.sock"
+    with TFServer(root, "--model_name=m", f"--model_base_path={root / 'm'}",
+                  f"--ssl_config_file={root / 'ssl.config'}", f"--grpc_socket_path={sock}",
+                  "--enable_grpc_healthcheck_service",
+                  "--grpc_channel_arguments=grpc.max_connection_age_ms=600000", "--grpc_max_threads=4",
+                  "--yellowstone_shim=off", rest=False, unset=()) as srv:
+        yield {"root": root, "port": srv.grpc_port, "socket": sock, "pki": pki, "log": srv.log}
 
 
 def _tls_channel(target, pki, *, client_cert=True):
@@ -126,14 +94,7 @@ def _tls_channel(target, pki, *, client_cert=True):
 
 
 def _predict(channel, x):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "m"
-    req.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
-    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=30)
-    return tf.make_ndarray(resp.outputs["output_0"])
+    return predict(channel, "m", {"x": x}, timeout=30)["output_0"]
 
 
 def _reference(server, x):

@@ -9,14 +9,11 @@ which drops ``a``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, model_config, predict, run_python
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow]
 
@@ -66,77 +63,27 @@ if warm:
 WARMUP_RECORDS, ITERATIONS = 2, 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _config(*models: tuple[str, str]) -> str:
-    entries = "".join(f'  config {{ name: "{n}" base_path: "{p}" model_platform: "tensorflow" }}\n'
-                      for n, p in models)
-    return "model_config_list {\n" + entries + "}\n"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfs-models")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", YELLOWSTONE_CACHE_DIR=str(root / "cache"))
     for name, version, warm in (("a", "00000123", WARMUP_RECORDS), ("b", "1700000000", 0)):
-        subprocess.run([sys.executable, "-c", MODEL, str(root / name / version), str(warm)],
-                       check=True, env=env, capture_output=True, timeout=240)
-    config = root / "models.config"
-    config.write_text(_config(("a", root / "a")))
-    grpc_port, rest_port = _free_port(), _free_port()
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yellowstone.plugins.tfserving", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={config}",
-         "--model_config_file_poll_wait_seconds=0.5", "--file_system_poll_wait_seconds=0.5",
-         "--rest_api_timeout_in_ms=300", f"--num_request_iterations_for_warmup={ITERATIONS}",
-         "--yellowstone_shim=off", "--yellowstone_host=127.0.0.1", f"--yellowstone_ready_file={ready}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    deadline = time.time() + 240
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    import grpc
-
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield {"root": root, "grpc": channel, "rest": f"http://127.0.0.1:{rest_port}", "config": config,
-           "log": root / "server.log"}
-    channel.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        run_python("-c", MODEL, str(root / name / version), str(warm))
+    (root / "models.config").write_text(model_config(("a", root / "a")))
+    with TFServer(root, f"--model_config_file={root / 'models.config'}",
+                  "--model_config_file_poll_wait_seconds=0.5", "--file_system_poll_wait_seconds=0.5",
+                  "--rest_api_timeout_in_ms=300", f"--num_request_iterations_for_warmup={ITERATIONS}",
+                  "--yellowstone_shim=off", unset=()) as srv:
+        yield srv
 
 
 def _predict(server, model, signature, feeds, version=None):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = model
-    req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    for k, v in feeds.items():
-        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-    resp = prediction_service_pb2_grpc.PredictionServiceStub(server["grpc"]).Predict(req, timeout=120)
-    return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+    return predict(server.channel, model, feeds, signature, version)
 
 
 def _states(server, model):
     import requests
 
-    r = requests.get(f"{server['rest']}/v1/models/{model}", timeout=30)
+    r = requests.get(f"{server.rest}/v1/models/{model}", timeout=30)
     if r.status_code != 200:
         return {}
     return {s["version"]: s["state"] for s in r.json()["model_version_status"]}
@@ -146,7 +93,7 @@ def test_warmup_requests_are_replayed_before_the_version_is_available(server):
     # No client has called serving_default yet: every call counted came from the warmup file.
     calls = _predict(server, "a", "count", {})["calls"]
     assert calls.tolist() == [WARMUP_RECORDS * ITERATIONS]
-    log = server["log"].read_text()
+    log = server.log.read_text()
     assert "Number of warmup records read: 2" in log
     loaded = log.index("Successfully loaded servable version {name: a")
     assert log.index("Finished reading warmup data") < loaded
@@ -157,7 +104,7 @@ def test_zero_padded_version_directory_is_served_as_its_number(server):
     x = np.random.default_rng().standard_normal((2, 4)).astype(np.float32)
     import tensorflow as tf
 
-    want = tf.saved_model.load(str(server["root"] / "a" / "00000123")).signatures["serving_default"]
+    want = tf.saved_model.load(str(server.root / "a" / "00000123")).signatures["serving_default"]
     got = _predict(server, "a", "serving_default", {"x": x}, version=123)["y"]
     np.testing.assert_allclose(got, want(x=tf.constant(x))["y"].numpy(), atol=1e-5, rtol=1e-4)
 
@@ -166,7 +113,7 @@ def test_rest_inference_past_the_timeout_gets_the_deadline_error(server):
     import requests
 
     _predict(server, "a", "slow", {"n": np.array([1], np.int32)})  # gRPC has no such deadline
-    url = f"{server['rest']}/v1/models/a:predict"
+    url = f"{server.rest}/v1/models/a:predict"
     r = requests.post(url, json={"signature_name": "slow", "inputs": {"n": [1]}}, timeout=60)
     assert r.status_code == 200, r.text
     start = time.monotonic()
@@ -176,7 +123,8 @@ def test_rest_inference_past_the_timeout_gets_the_deadline_error(server):
 
 
 def test_config_reload_adds_and_removes_models(server):
-    server["config"].write_text(_config(("b", server["root"] / "b")))
+    config = server.root / "models.config"
+    config.write_text(model_config(("b", server.root / "b")))
     deadline = time.time() + 120
     while time.time() < deadline:
         if _states(server, "b").get("1700000000") == "AVAILABLE" and _states(server, "a") == {"123": "END"}:
@@ -191,7 +139,7 @@ def test_config_reload_adds_and_removes_models(server):
     with pytest.raises(grpc.RpcError) as info:
         _predict(server, "a", "serving_default", {"x": np.ones((1, 4), np.float32)})
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    server["config"].write_text("model_config_list { config { name: 'b' ")  # unreadable: keep serving
+    config.write_text("model_config_list { config { name: 'b' ")  # unreadable: keep serving
     time.sleep(1.5)
     assert _states(server, "b") == {"1700000000": "AVAILABLE"}
-    assert "Failed to read ModelServerConfig file" in server["log"].read_text()
+    assert "Failed to read ModelServerConfig file" in server.log.read_text()

@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
+from tfs_server import build_model
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow]
 
@@ -27,31 +25,32 @@ def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def _refused(path, text: str, flag: str, *argv: str) -> str:
+    """Write ``text`` at ``path`` and start with ``argv`` and ``flag=path``: exit status 255; the stdout."""
+    path.write_text(text)
+    proc = _run(*argv, f"{flag}={path}", "--port=0")
+    assert proc.returncode == 255, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def test_malformed_model_config_file_exits_with_tf_servings_message(tmp_path):
     config = tmp_path / "models.config"
-    config.write_text('model_config_list { config { name: "m" base_path: "/models/m" ')
-    proc = _run(f"--model_config_file={config}", "--port=0")
-    assert proc.returncode == 255, proc.stdout + proc.stderr
-    want = f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config}'"
-    assert want in proc.stdout
+    out = _refused(config, 'model_config_list { config { name: "m" base_path: "/models/m" ',
+                   "--model_config_file")
+    assert f"Failed to start server. Error: INVALID_ARGUMENT: Invalid protobuf file: '{config}'" in out
 
 
 def test_unusable_ssl_config_is_an_error_never_plaintext(tmp_path):
-    ssl = tmp_path / "ssl.config"
-    ssl.write_text('server_key: "/etc/ssl/key.pem"\nserver_cert: "/etc/ssl/cert.pem"\n')
-    proc = _run("--model_base_path=/nonexistent", f"--ssl_config_file={ssl}", "--port=0")
-    assert proc.returncode == 255
-    want = "Failed to start server. Error: INVALID_ARGUMENT: SSLConfig.server_key holds no PEM block"
-    assert want in proc.stdout
+    ssl = 'server_key: "/etc/ssl/key.pem"\nserver_cert: "/etc/ssl/cert.pem"\n'
+    out = _refused(tmp_path / "ssl.config", ssl, "--ssl_config_file", "--model_base_path=/nonexistent")
+    assert "Failed to start server. Error: INVALID_ARGUMENT: SSLConfig.server_key holds no PEM block" in out
 
 
 def test_batching_parameters_without_enable_batching(tmp_path):
-    params = tmp_path / "batching.config"
-    params.write_text("max_batch_size { value: 4 }\n")
-    proc = _run("--model_base_path=/nonexistent", f"--batching_parameters_file={params}", "--port=0")
-    assert proc.returncode == 255
+    out = _refused(tmp_path / "batching.config", "max_batch_size { value: 4 }\n",
+                   "--batching_parameters_file", "--model_base_path=/nonexistent")
     assert ("server_options.batching_parameters_file is set without setting "
-            "server_options.enable_batching to true.") in proc.stdout
+            "server_options.enable_batching to true.") in out
 
 
 def test_unknown_flag_is_refused():
@@ -67,9 +66,7 @@ def test_version():
 
 
 def test_a_version_that_fails_to_load_stops_the_start(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, str(HERE / "tfs_models.py"), "keras", str(tmp_path / "m" / "1")],
-                   check=True, env=env, capture_output=True, timeout=240)
+    build_model("keras", tmp_path / "m" / "1")
     proc = _run(f"--model_base_path={tmp_path / 'm'}", "--model_name=m", "--saved_model_tags=gpu",
                 "--max_num_load_retries=0", "--yellowstone_shim=off", "--port=0", timeout=240)
     assert proc.returncode == 255, proc.stdout + proc.stderr

@@ -9,96 +9,29 @@ signature call on fresh random inputs; errors carry TF Serving's exact texts.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, build_model, model_config, predict_request
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.openvino, pytest.mark.onnxruntime]
 
-HERE = Path(__file__).resolve().parent
 ATOL, RTOL = 1e-4, 1e-3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _build(kind: str, path: Path) -> None:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run(
-        [sys.executable, str(HERE / "tfs_models.py"), kind, str(path)],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=240,
-    )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfs")
-    _build("keras", root / "models" / "keras" / "1")
-    _build("tf1", root / "models" / "tf1" / "1")
+    build_model("keras", root / "models" / "keras" / "1")
+    build_model("tf1", root / "models" / "tf1" / "1")
     config = root / "models.config"
-    config.write_text(f"""model_config_list {{
-  config {{ name: "keras" base_path: "{root}/models/keras" model_platform: "tensorflow" }}
-  config {{ name: "tf1" base_path: "{root}/models/tf1" model_platform: "tensorflow" }}
-}}
-""")
-    grpc_port, rest_port = _free_port(), _free_port()
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    env = dict(os.environ, YELLOWSTONE_CACHE_DIR=str(root / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("YELLOWSTONE_BACKEND", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "yellowstone.plugins.tfserving",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={config}",
-            "--file_system_poll_wait_seconds=0.5",
-            "--yellowstone_shim=always",
-            "--yellowstone_host=127.0.0.1",
-            f"--yellowstone_ready_file={ready}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    deadline = time.time() + 240
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    import grpc
-
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield {
-        "root": root,
-        "grpc": channel,
-        "rest": f"http://127.0.0.1:{rest_port}",
-        "log": root / "server.log",
-        "proc": proc,
-    }
-    channel.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    config.write_text(model_config(("keras", root / "models" / "keras"), ("tf1", root / "models" / "tf1")))
+    with TFServer(root, f"--model_config_file={config}", "--file_system_poll_wait_seconds=0.5",
+                  "--yellowstone_shim=always") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -111,45 +44,21 @@ def reference(server):
     def run(model: str, feeds: dict, signature: str = "serving_default", version: int = 1) -> dict:
         key = (model, version)
         if key not in loaded:
-            loaded[key] = tf.saved_model.load(str(server["root"] / "models" / model / str(version)))
+            loaded[key] = tf.saved_model.load(str(server.root / "models" / model / str(version)))
         out = loaded[key].signatures[signature](**{k: tf.constant(v) for k, v in feeds.items()})
         return {k: v.numpy() for k, v in out.items()}
 
     return run
 
 
-def _stubs(server):
-    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
-
-    return (
-        prediction_service_pb2_grpc.PredictionServiceStub(server["grpc"]),
-        model_service_pb2_grpc.ModelServiceStub(server["grpc"]),
-    )
-
-
-def _predict_request(name, feeds, signature="", version=None):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = name
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    for k, v in feeds.items():
-        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-    return req
-
-
 def test_shim_serves_the_boosted_signatures(server):
     import json
     import re
 
-    log = server["log"].read_text()
+    log = server.log.read_text()
     # Each C path (OpenVINO, ONNX Runtime) was placed in the core's cache, checked and timed; the
     # fastest serves, and the log names it and the entry it serves from.
-    entries = {p.parent for p in (server["root"] / "cache" / "artifacts").glob("*/*/shim.txt")}
+    entries = {p.parent for p in (server.root / "cache" / "artifacts").glob("*/*/shim.txt")}
     assert len(entries) == 4, entries  # two models x two C paths
     for model in ("keras", "tf1"):
         m = re.search(rf"{model} v1 \[serving_default\]: served by the shim \((openvino|onnxruntime), C\) "
@@ -166,11 +75,11 @@ def test_shim_serves_the_boosted_signatures(server):
 def test_grpc_predict_keras_matches_tensorflow(server, reference):
     import tensorflow as tf
 
-    predict, _ = _stubs(server)
+    predict, _ = server.stubs()
     rng = np.random.default_rng()
     for batch in (1, 5):
         x = rng.standard_normal((batch, 8)).astype(np.float32)
-        resp = predict.Predict(_predict_request("keras", {"x": x}), timeout=30)
+        resp = predict.Predict(predict_request("keras", {"x": x}), timeout=30)
         got = tf.make_ndarray(resp.outputs["output_0"])
         want = reference("keras", {"x": x})["output_0"]
         assert got.shape == (batch, 3)
@@ -182,18 +91,18 @@ def test_grpc_predict_keras_matches_tensorflow(server, reference):
 def test_grpc_predict_multi_input_and_output_filter(server, reference):
     import tensorflow as tf
 
-    predict, _ = _stubs(server)
+    predict, _ = server.stubs()
     rng = np.random.default_rng()
     feeds = {
         "a": rng.standard_normal((3, 4)).astype(np.float32),
         "b": rng.standard_normal((3, 4)).astype(np.float32),
     }
     want = reference("tf1", feeds)
-    resp = predict.Predict(_predict_request("tf1", feeds, version=1), timeout=30)
+    resp = predict.Predict(predict_request("tf1", feeds, version=1), timeout=30)
     assert sorted(resp.outputs) == ["s", "y"]
     for k in ("s", "y"):
         np.testing.assert_allclose(tf.make_ndarray(resp.outputs[k]), want[k], atol=ATOL, rtol=RTOL)
-    req = _predict_request("tf1", feeds)
+    req = predict_request("tf1", feeds)
     req.output_filter.append("s")
     resp = predict.Predict(req, timeout=30)
     assert list(resp.outputs) == ["s"]
@@ -203,7 +112,7 @@ def test_grpc_classify_and_regress_served_by_tensorflow(server, reference):
     import tensorflow as tf
     from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-    predict, _ = _stubs(server)
+    predict, _ = server.stubs()
     rng = np.random.default_rng()
     xs = rng.standard_normal((2, 4)).astype(np.float32)
     examples = [
@@ -234,7 +143,7 @@ def test_grpc_classify_and_regress_served_by_tensorflow(server, reference):
 def test_grpc_metadata_and_status(server):
     from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-    predict, models = _stubs(server)
+    predict, models = server.stubs()
     req = get_model_metadata_pb2.GetModelMetadataRequest()
     req.model_spec.name = "tf1"
     req.metadata_field.append("signature_def")
@@ -252,22 +161,22 @@ def test_grpc_metadata_and_status(server):
 def test_grpc_errors_use_tf_serving_codes(server):
     import grpc
 
-    predict, models = _stubs(server)
+    predict, models = server.stubs()
     x = np.random.default_rng().standard_normal((2, 8)).astype(np.float32)
     cases = [
-        (_predict_request("nope", {"x": x}), grpc.StatusCode.NOT_FOUND, "Servable not found"),
-        (_predict_request("keras", {"x": x}, version=7), grpc.StatusCode.NOT_FOUND, "Specific(keras, 7)"),
-        (_predict_request("keras", {"x": x.astype(np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
+        (predict_request("nope", {"x": x}), grpc.StatusCode.NOT_FOUND, "Servable not found"),
+        (predict_request("keras", {"x": x}, version=7), grpc.StatusCode.NOT_FOUND, "Specific(keras, 7)"),
+        (predict_request("keras", {"x": x.astype(np.float64)}), grpc.StatusCode.INVALID_ARGUMENT,
          "Expects arg[0] to be float but double is provided"),
-        (_predict_request("keras", {"x": x[:, :5]}), grpc.StatusCode.INVALID_ARGUMENT,
+        (predict_request("keras", {"x": x[:, :5]}), grpc.StatusCode.INVALID_ARGUMENT,
          "Matrix size-incompatible: In[0]: [2,5]"),
-        (_predict_request("keras", {"y": x}), grpc.StatusCode.INVALID_ARGUMENT,
+        (predict_request("keras", {"y": x}), grpc.StatusCode.INVALID_ARGUMENT,
          "Signature input alias: x(feed name: serving_default_x:0) not found in request and no default "
          "value provided."),
-        (_predict_request("keras", {"x": x, "y": x}), grpc.StatusCode.INVALID_ARGUMENT,
+        (predict_request("keras", {"x": x, "y": x}), grpc.StatusCode.INVALID_ARGUMENT,
          "input size does not match signature: 2!=1 len({x,y}) != len({x}). Sent extra: {y}. "
          "Missing but required: {}."),
-        (_predict_request("keras", {"x": x}, signature="zzz"), grpc.StatusCode.FAILED_PRECONDITION, "zzz"),
+        (predict_request("keras", {"x": x}, signature="zzz"), grpc.StatusCode.FAILED_PRECONDITION, "zzz"),
     ]
     for req, code, text in cases:
         with pytest.raises(grpc.RpcError) as info:
@@ -276,7 +185,7 @@ def test_grpc_errors_use_tf_serving_codes(server):
         assert text in info.value.details()
     # still serving after the bad requests
     assert (
-        predict.Predict(_predict_request("keras", {"x": x}), timeout=30)
+        predict.Predict(predict_request("keras", {"x": x}), timeout=30)
         .outputs["output_0"]
         .tensor_shape.dim[0]
         .size
@@ -290,11 +199,11 @@ def test_rest_predict_row_and_columnar(server, reference):
     rng = np.random.default_rng()
     x = rng.standard_normal((3, 8)).astype(np.float32)
     want = reference("keras", {"x": x})["output_0"]
-    r = requests.post(f"{server['rest']}/v1/models/keras:predict", json={"instances": x.tolist()}, timeout=30)
+    r = requests.post(f"{server.rest}/v1/models/keras:predict", json={"instances": x.tolist()}, timeout=30)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(np.array(r.json()["predictions"]), want, atol=ATOL, rtol=RTOL)
     r = requests.post(
-        f"{server['rest']}/v1/models/keras/versions/1:predict", json={"inputs": {"x": x.tolist()}}, timeout=30
+        f"{server.rest}/v1/models/keras/versions/1:predict", json={"inputs": {"x": x.tolist()}}, timeout=30
     )
     np.testing.assert_allclose(np.array(r.json()["outputs"]), want, atol=ATOL, rtol=RTOL)
 
@@ -304,12 +213,12 @@ def test_rest_predict_row_and_columnar(server, reference):
     }
     want = reference("tf1", feeds)
     rows = [{"a": feeds["a"][i].tolist(), "b": feeds["b"][i].tolist()} for i in range(2)]
-    r = requests.post(f"{server['rest']}/v1/models/tf1:predict", json={"instances": rows}, timeout=30)
+    r = requests.post(f"{server.rest}/v1/models/tf1:predict", json={"instances": rows}, timeout=30)
     preds = r.json()["predictions"]
     np.testing.assert_allclose(np.array([p["y"] for p in preds]), want["y"], atol=ATOL, rtol=RTOL)
     np.testing.assert_allclose(np.array([p["s"] for p in preds]), want["s"], atol=ATOL, rtol=RTOL)
     r = requests.post(
-        f"{server['rest']}/v1/models/tf1:predict",
+        f"{server.rest}/v1/models/tf1:predict",
         json={"inputs": {k: v.tolist() for k, v in feeds.items()}},
         timeout=30,
     )
@@ -321,7 +230,7 @@ def test_rest_classify_regress_status_metadata(server, reference):
 
     xs = np.random.default_rng().standard_normal((2, 4)).astype(np.float32)
     body = {"signature_name": "regress", "examples": [{"x": row.tolist()} for row in xs]}
-    r = requests.post(f"{server['rest']}/v1/models/tf1:regress", json=body, timeout=30)
+    r = requests.post(f"{server.rest}/v1/models/tf1:regress", json=body, timeout=30)
     assert r.status_code == 200, r.text
     import tensorflow as tf
 
@@ -339,15 +248,15 @@ def test_rest_classify_regress_status_metadata(server, reference):
     want = reference("tf1", {"inputs": ser}, signature="regress")["outputs"].reshape(-1)
     np.testing.assert_allclose(r.json()["results"], want, atol=1e-4)
     body["signature_name"] = "classify"
-    r = requests.post(f"{server['rest']}/v1/models/tf1:classify", json=body, timeout=30)
+    r = requests.post(f"{server.rest}/v1/models/tf1:classify", json=body, timeout=30)
     assert [c[0] for c in r.json()["results"][0]] == ["c0", "c1", "c2"]
-    r = requests.get(f"{server['rest']}/v1/models/keras", timeout=30)
+    r = requests.get(f"{server.rest}/v1/models/keras", timeout=30)
     assert r.json() == {
         "model_version_status": [
             {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         ]
     }
-    r = requests.get(f"{server['rest']}/v1/models/tf1/versions/1/metadata", timeout=30)
+    r = requests.get(f"{server.rest}/v1/models/tf1/versions/1/metadata", timeout=30)
     sigs = r.json()["metadata"]["signature_def"]["signature_def"]
     assert sorted(sigs["serving_default"]["inputs"]) == ["a", "b"]
     assert r.json()["model_spec"]["version"] == "1"
@@ -356,7 +265,7 @@ def test_rest_classify_regress_status_metadata(server, reference):
 def test_rest_errors(server):
     import requests
 
-    base = server["rest"]
+    base = server.rest
     cases = [
         ("POST", "/v1/models/nope:predict", {"instances": [[1.0] * 8]}, 404,
          "Servable not found for request: Latest(nope)"),
@@ -393,22 +302,22 @@ def test_rest_errors(server):
 def test_new_version_is_picked_up_by_polling(server, reference):
     import requests
 
-    src = server["root"] / "staging"
-    _build("keras", src)  # new random weights
-    shutil.copytree(src, server["root"] / "models" / "keras" / "2")
+    src = server.root / "staging"
+    build_model("keras", src)  # new random weights
+    shutil.copytree(src, server.root / "models" / "keras" / "2")
     deadline = time.time() + 120
     while time.time() < deadline:
-        r = requests.get(f"{server['rest']}/v1/models/keras", timeout=30)
+        r = requests.get(f"{server.rest}/v1/models/keras", timeout=30)
         states = {s["version"]: s["state"] for s in r.json()["model_version_status"]}
         if states.get("2") == "AVAILABLE" and states.get("1") == "END":
             break
         time.sleep(0.5)
     assert states == {"2": "AVAILABLE", "1": "END"}, states
     x = np.random.default_rng().standard_normal((2, 8)).astype(np.float32)
-    r = requests.post(f"{server['rest']}/v1/models/keras:predict", json={"instances": x.tolist()}, timeout=30)
+    r = requests.post(f"{server.rest}/v1/models/keras:predict", json={"instances": x.tolist()}, timeout=30)
     want = reference("keras", {"x": x}, version=2)["output_0"]
     np.testing.assert_allclose(np.array(r.json()["predictions"]), want, atol=ATOL, rtol=RTOL)
     r = requests.post(
-        f"{server['rest']}/v1/models/keras/versions/1:predict", json={"instances": x.tolist()}, timeout=30
+        f"{server.rest}/v1/models/keras/versions/1:predict", json={"instances": x.tolist()}, timeout=30
     )
     assert r.status_code == 404

@@ -11,15 +11,12 @@ own servable under its own model name, so each reads its own series.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import build_model
 
 pytestmark = [pytest.mark.tensorflow, pytest.mark.openvino, pytest.mark.onnxruntime]
 
@@ -31,7 +28,6 @@ from yellowstone import BoostConfig, metrics  # noqa: E402
 from yellowstone.plugins.tfserving.errors import from_exception  # noqa: E402
 from yellowstone.plugins.tfserving.servable import Servable  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 KEY = "serving_default"
 ATOL, RTOL = 1e-4, 1e-3
 FALLBACKS, RECOVERIES, IN_USE = metrics.FALLBACKS, metrics.RECOVERIES, metrics.BACKEND_IN_USE
@@ -42,9 +38,7 @@ def model_dir(tmp_path_factory):
     """The Keras export, with a module-wide cache (the first load boosts, later ones hit it)."""
     root = tmp_path_factory.mktemp("shim_faults")
     path = root / "keras" / "1"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, str(HERE / "tfs_models.py"), "keras", str(path)],
-                   check=True, env=env, capture_output=True, timeout=240)
+    build_model("keras", path)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("YELLOWSTONE_CACHE_DIR", str(root / "cache"))
         mp.delenv("YELLOWSTONE_BACKEND", raising=False)

@@ -12,48 +12,28 @@ compared with TensorFlow's own signature call.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tfs_server import TFServer, build_model, importorskip_client, model_config, predict
 
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.openvino, pytest.mark.onnxruntime]
 
-tf = pytest.importorskip(
-    "tensorflow", reason="tensorflow is not installed (pip install 'yellowstone[tfserving]')"
-)
-grpc = pytest.importorskip("grpc")
-pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
-requests = pytest.importorskip("requests")
+tf, grpc, requests = importorskip_client()
 
-HERE = Path(__file__).resolve().parent
 ATOL, RTOL = 1e-4, 1e-3
 VOCAB = 50
 METRICS = "/monitoring/prometheus/metrics"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfs-text")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", YELLOWSTONE_CACHE_DIR=str(root / "cache"))
-    for var in ("YELLOWSTONE_BACKEND", "YELLOWSTONE_BACKENDS"):
-        env.pop(var, None)
-    subprocess.run([sys.executable, str(HERE / "tfs_models.py"), "text", str(root / "plain" / "1")],
-                   check=True, env=env, capture_output=True, timeout=240)
+    build_model("text", root / "plain" / "1")
     shutil.copytree(root / "plain", root / "padded")
     (root / "padded" / "1" / "batching_params.pbtxt").write_text(
         "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500000 }\n"
@@ -64,44 +44,19 @@ def server(tmp_path_factory):
         "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 1 }\n"
     )
     (root / "monitoring.config").write_text("prometheus_config { enable: true }\n")
-    (root / "models.config").write_text(
-        "model_config_list {\n"
-        + "".join(f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
-                  for m in ("plain", "padded"))
-        + "}\n"
-    )
-    grpc_port, rest_port = _free_port(), _free_port()
-    ready = root / "ready"
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "yellowstone.plugins.tfserving", f"--port={grpc_port}",
-         f"--rest_api_port={rest_port}", f"--model_config_file={root / 'models.config'}",
-         "--enable_batching", f"--batching_parameters_file={root / 'batching.config'}",
-         "--enable_per_model_batching_parameters", f"--monitoring_config_file={root / 'monitoring.config'}",
-         "--max_num_load_retries=0", "--file_system_poll_wait_seconds=0", "--yellowstone_shim=always",
-         "--yellowstone_host=127.0.0.1", f"--yellowstone_ready_file={ready}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    deadline = time.time() + 400
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("server did not start:\n" + (root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield {"root": root, "grpc": channel, "rest": f"http://127.0.0.1:{rest_port}", "log": root / "server.log"}
-    channel.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    (root / "models.config").write_text(model_config(*((m, root / m) for m in ("plain", "padded"))))
+    with TFServer(root, f"--model_config_file={root / 'models.config'}", "--enable_batching",
+                  f"--batching_parameters_file={root / 'batching.config'}",
+                  "--enable_per_model_batching_parameters",
+                  f"--monitoring_config_file={root / 'monitoring.config'}", "--max_num_load_retries=0",
+                  "--file_system_poll_wait_seconds=0", "--yellowstone_shim=always",
+                  unset=("YELLOWSTONE_BACKEND", "YELLOWSTONE_BACKENDS"), timeout_s=400) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def reference(server):
-    loaded = tf.saved_model.load(str(server["root"] / "plain" / "1"))
+    loaded = tf.saved_model.load(str(server.root / "plain" / "1"))
 
     def run(feeds, signature="serving_default"):
         out = loaded.signatures[signature](**{k: tf.constant(v) for k, v in feeds.items()})
@@ -119,15 +74,7 @@ def _feeds(rng, batch, length):
 
 
 def _predict(channel, model, feeds, signature=""):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = model
-    req.model_spec.signature_name = signature
-    for k, v in feeds.items():
-        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(req, timeout=120)
-    return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+    return predict(channel, model, feeds, signature)
 
 
 def _check(got, want, atol=ATOL, rtol=RTOL):
@@ -144,7 +91,7 @@ def _concurrently(server, model, all_feeds):
     def client(i):
         try:
             start.wait(30)
-            outs[i] = _predict(server["grpc"], model, all_feeds[i])
+            outs[i] = _predict(server.channel, model, all_feeds[i])
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -158,7 +105,7 @@ def _concurrently(server, model, all_feeds):
 
 
 def _series(server, name, **labels):
-    page = requests.get(server["rest"] + METRICS, timeout=30).text
+    page = requests.get(server.rest + METRICS, timeout=30).text
     total = 0.0
     for m in re.finditer(rf"^{re.escape(name)}\{{([^}}]*)\}} (\S+)$", page, re.M):
         have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
@@ -168,7 +115,7 @@ def _series(server, name, **labels):
 
 
 def test_the_shim_keeps_the_length_dynamic(server):
-    log = server["log"].read_text()
+    log = server.log.read_text()
     for model in ("plain", "padded"):
         m = re.search(rf"{model} v1 \[serving_default\]: served by the shim \((\w+), C\) from (\S+): ", log)
         assert m, log[-3000:]
@@ -182,14 +129,14 @@ def test_any_length_is_served_by_the_shim_over_both_apis(server, reference, leng
     rng = np.random.default_rng()
     feeds = _feeds(rng, 2, length)
     want = reference(feeds)
-    _check(_predict(server["grpc"], "plain", feeds), want)
+    _check(_predict(server.channel, "plain", feeds), want)
     rows = [{k: v[i].tolist() for k, v in feeds.items()} for i in range(2)]
-    r = requests.post(f"{server['rest']}/v1/models/padded:predict", json={"instances": rows}, timeout=120)
+    r = requests.post(f"{server.rest}/v1/models/padded:predict", json={"instances": rows}, timeout=120)
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     np.testing.assert_allclose(np.array([p["tokens"] for p in preds]), want["tokens"], atol=ATOL, rtol=RTOL)
     np.testing.assert_allclose(np.array([p["pooled"] for p in preds]), want["pooled"], atol=ATOL, rtol=RTOL)
-    assert "cannot run this request" not in server["log"].read_text()  # the shim served every one
+    assert "cannot run this request" not in server.log.read_text()  # the shim served every one
 
 
 def test_unequal_lengths_share_a_padded_batch_and_get_their_own_lengths_back(server, reference):
@@ -208,14 +155,14 @@ def test_unequal_lengths_without_padding_are_never_merged(server, reference):
     feeds = [_feeds(rng, 1, n) for n in lengths]
     for feed, out in zip(feeds, _concurrently(server, "plain", feeds)):
         _check(out, reference(feed))
-    log = server["log"].read_text()
+    log = server.log.read_text()
     assert "padding is turned off" not in log and "FAILED_PRECONDITION" not in log
 
 
 def test_a_length_past_the_validated_range_falls_back_to_tensorflow(server, reference):
     feeds = _feeds(np.random.default_rng(), 1, 600)
-    _check(_predict(server["grpc"], "plain", feeds), reference(feeds))
-    log = server["log"].read_text()
+    _check(_predict(server.channel, "plain", feeds), reference(feeds))
+    log = server.log.read_text()
     assert re.search(r"plain v1 \[serving_default\]: the shim \(\w+\) cannot run this request \(input "
                      r"'\w+' has dim1=600, the artifact was validated for 1\.\.512\); "
                      r"TensorFlow serves it", log)
@@ -226,4 +173,4 @@ def test_a_length_past_the_validated_range_falls_back_to_tensorflow(server, refe
 @pytest.mark.parametrize("length", [4, 700])
 def test_a_signature_tensorflow_serves_takes_any_length(server, reference, length):
     feeds = _feeds(np.random.default_rng(), 2, length)
-    _check(_predict(server["grpc"], "plain", feeds, "raw"), reference(feeds, "raw"), atol=1e-5, rtol=1e-5)
+    _check(_predict(server.channel, "plain", feeds, "raw"), reference(feeds, "raw"), atol=1e-5, rtol=1e-5)

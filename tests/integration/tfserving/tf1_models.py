@@ -144,19 +144,10 @@ def build_tf2(path: str, seed: int = 0) -> None:
     )
 
 
-def build_keras(path: str, seed: int = 0) -> None:
-    """A tiny Keras MLP exported with ``model.export()``."""
-    import tensorflow as tf
-
-    tf.keras.utils.set_random_seed(seed)
-    inp = tf.keras.Input((8,), name="x")
-    h = tf.keras.layers.Dense(16, activation="relu")(inp)
-    model = tf.keras.Model(inp, tf.keras.layers.Dense(3)(h))
-    model.export(path, verbose=False)
-
-
 if __name__ == "__main__":
     import sys
+
+    from tfs_models import build_keras  # the same Keras export as the other modules' (run from this folder)
 
     {"tf1": build_tf1, "tf2": build_tf2, "keras": build_keras}[sys.argv[1]](
         sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0
