@@ -47,6 +47,19 @@ def client_error(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def failure(exc: BaseException) -> tuple[int, str]:
+    """``(status, message)`` for any error of one request: the client's (4xx) or a server fault."""
+    error = client_error(exc)
+    if error is not None:
+        return error
+    if is_prediction_exception(exc):
+        return int(getattr(exc, "error_code", 500) or 500), str(getattr(exc, "message", exc))
+    from yellowstone.serving import status_of
+
+    status = status_of(exc)
+    return status.http, status.message
+
+
 def error_body(code: int, message: str) -> str:
     """TorchServe's error response body, for one request of a batch."""
     return json.dumps({"code": code, "type": ERROR_TYPE, "message": message})

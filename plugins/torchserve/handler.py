@@ -25,7 +25,7 @@ from yellowstone import metrics, serving
 from yellowstone.errors import BadRequestError, ConfigError, ModelLoadError, YellowstoneError
 
 from .config import SECTION, PluginConfig, resolve
-from .errors import RequestRejected, client_error, is_prediction_exception, prediction_exception
+from .errors import RequestRejected, is_prediction_exception, prediction_exception
 from .isolation import BatchIsolator
 from .metrics import TorchServeMetrics
 from .stand_ins import BoostedOrtSession, boosted_module_class
@@ -450,8 +450,7 @@ class BoostHandler:
         try:
             return self._handle(data, context)
         except Exception as exc:
-            error = client_error(exc)
-            if error is not None and len(data) > 1:  # find the requests at fault, serve the rest
+            if len(data) > 1:  # one request may have broken the batch: it fails alone
                 return self._isolate(data, context)
             if isinstance(exc, RequestRejected):
                 logger.info("%s: request rejected (400): %s", self.model_name, exc)

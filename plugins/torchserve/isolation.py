@@ -1,12 +1,13 @@
-"""One bad request fails alone: split a TorchServe batch that failed with a client's error.
+"""One bad request fails alone: split a TorchServe batch that failed.
 
 A batch fails as a whole when one request breaks it: a ``preprocess`` that stacks the rows into
-one tensor fails on a row of the wrong length, a model refuses the stacked tensor's shape. Each
-row of such a batch is preprocessed alone; a row refused alone fails alone; the others are
-grouped by what their preprocessed input looks like (tensor shapes and dtypes) and each group is
-served as one smaller batch; a group that still fails with a client's error is served row by row.
-Every good request is answered, every bad one gets TorchServe's error body with its 4xx status; a
-server fault (5xx) anywhere still fails the batch, as it did before.
+one tensor fails on a row of the wrong length, a model raises on the stacked tensor's shape
+(the framework's own error, a 500, when it serves). Each row of such a batch is preprocessed
+alone; a row refused alone fails alone; the others are grouped by what their preprocessed input
+looks like (tensor shapes and dtypes) and each group is served as one smaller batch; a group
+that still fails is served row by row. Every good request is answered; every request that fails
+alone gets TorchServe's error body with its own status (4xx for the client's error, 5xx for a
+fault of the server, as the same request sent alone would).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import client_error, prediction_exception, set_error
+from .errors import failure, prediction_exception, set_error
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +75,10 @@ def signature(value: Any, depth: int = 0) -> Any:
 
 
 class BatchIsolator:
-    """Serves a batch that failed with a client's error, failing only the requests at fault.
+    """Serves a batch that failed, failing only the requests at fault.
 
-    ``preprocess(rows)`` is the wrapped handler's own (it raises a client's error for a row it
-    refuses); ``serve(rows, context)`` runs the whole handler on some rows of the batch.
+    ``preprocess(rows)`` is the wrapped handler's own (it raises for a row it refuses);
+    ``serve(rows, context)`` runs the whole handler on some rows of the batch.
     """
 
     def __init__(self, name: str, preprocess: Callable[[list], Any], serve: Serve):
@@ -86,17 +87,14 @@ class BatchIsolator:
         self._serve = serve
 
     def __call__(self, data: list, context: Any) -> list:
-        """One answer per request: the good ones served, the bad ones their 4xx error body."""
+        """One answer per request: the good ones served, the others their own error body."""
         failed: dict[int, tuple[int, str]] = {}
         groups: dict[Any, list[int]] = {}
         for i, row in enumerate(data):
             try:
                 key = signature(self._preprocess([row]))
-            except Exception as exc:
-                error = client_error(exc)
-                if error is None:
-                    raise
-                failed[i] = error
+            except Exception as exc:  # noqa: BLE001 - this row fails alone, with its status
+                failed[i] = failure(exc)
                 continue
             groups.setdefault(key, []).append(i)
         results: list[Any] = [None] * len(data)
@@ -106,12 +104,9 @@ class BatchIsolator:
             indices = pending.pop()
             try:
                 answers = self._serve([data[i] for i in indices], SubsetContext(context, indices))
-            except Exception as exc:
-                error = client_error(exc)
-                if error is None:
-                    raise
+            except Exception as exc:  # noqa: BLE001 - find the rows at fault
                 if len(indices) == 1:
-                    failed[indices[0]] = error
+                    failed[indices[0]] = failure(exc)
                 else:  # these rows look alike yet fail together: serve them one by one
                     pending.extend([i] for i in indices)
                 continue
@@ -123,7 +118,7 @@ class BatchIsolator:
             served += len(indices)
         for i, (code, message) in sorted(failed.items()):
             results[i] = set_error(context, i, code, message)
-        logger.info("%s: batch of %d failed with a client's error; %d request(s) failed alone "
+        logger.info("%s: batch of %d failed; %d request(s) failed alone "
                     "(%s), the other %d were served", self.name, len(data), len(failed),
                     "; ".join(sorted({f"{c}: {m[:160]}" for c, m in failed.values()})) or "-",
                     served)

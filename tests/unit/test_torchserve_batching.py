@@ -236,9 +236,28 @@ def test_a_single_bad_request_is_still_a_400(served):
     assert info.value.error_code == 400
 
 
-def test_a_server_fault_still_fails_the_whole_batch(served, monkeypatch):
-    from ts.utils.util import PredictionException
+def test_a_row_that_makes_the_model_raise_fails_alone_with_its_status(served, monkeypatch):
+    """The framework's own error (a 500) on one row breaks the batch: that row fails alone."""
+    handler, ctx, _, net = served
+    original = handler.boosted.run
 
+    def poisoned(feeds):
+        if any(np.all(r == 0.5) for r in next(iter(feeds.values()))):
+            raise RuntimeError("device lost")
+        return original(feeds)
+
+    monkeypatch.setattr(handler.boosted, "run", poisoned)
+    rng = np.random.default_rng(5)
+    bodies = [*rng.standard_normal((3, FEATURES)).astype(np.float32).tolist(), [0.5] * FEATURES]
+    out = handler.handle(_batch(ctx, bodies), ctx)
+    for i in range(3):
+        assert ctx.get_response_status(i)[0] in (None, 200)
+        np.testing.assert_allclose(out[i], _want(net, bodies[i]), rtol=1e-5, atol=1e-5)
+    assert ctx.get_response_status(3)[0] == 500
+    assert "device lost" in json.loads(out[3])["message"]
+
+
+def test_a_server_fault_on_every_row_fails_each_with_500(served, monkeypatch):
     handler, ctx, _, _ = served
 
     def broken(feeds):
@@ -246,11 +265,11 @@ def test_a_server_fault_still_fails_the_whole_batch(served, monkeypatch):
 
     monkeypatch.setattr(handler.boosted, "run", broken)
     rng = np.random.default_rng(5)
-    bodies = [*rng.standard_normal((3, FEATURES)).astype(np.float32).tolist(), [0.5] * 3]
-    with pytest.raises(PredictionException) as info:
-        handler.handle(_batch(ctx, bodies), ctx)
-    assert info.value.error_code == 500
-    assert "device lost" in info.value.message
+    bodies = rng.standard_normal((4, FEATURES)).astype(np.float32).tolist()
+    out = handler.handle(_batch(ctx, bodies), ctx)
+    for i in range(4):
+        assert ctx.get_response_status(i)[0] == 500
+        assert "device lost" in json.loads(out[i])["message"]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
