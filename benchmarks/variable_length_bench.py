@@ -251,24 +251,10 @@ async def _drive(port: int, name: str, payloads: list[dict], concurrency: int) -
     return {"latencies": latencies, "wall_s": wall}
 
 
-def _wait_ready(port: int, name: str, proc: subprocess.Popen, timeout: float = 900) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server {name} exited with {proc.returncode}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/models/{name}/ready", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{name} not ready after {timeout} s")
-
-
 def through_kserve(work: Path, dirs: dict[str, Path], data: dict, args) -> dict:
     """The plain predictor (both modes: it takes any shape) and a boost predictor per mode."""
+    from benchmarks.kserve_bench import _wait_ready as wait_ready
+
     env = dict(os.environ, YELLOWSTONE_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
     env.pop("YELLOWSTONE_BACKEND", None)
     opts = boost_options(args)
@@ -289,7 +275,7 @@ def through_kserve(work: Path, dirs: dict[str, Path], data: dict, args) -> dict:
             with open(work / f"{name}.log", "wb") as log:
                 procs[name] = subprocess.Popen(cmd + port_flags, stdout=log,
                                                stderr=subprocess.STDOUT, env=env)
-            _wait_ready(ports[name], name, procs[name])  # one at a time: boosts do not overlap
+            wait_ready(ports[name], name, procs[name], timeout=900)  # one at a time
         backend = {mode: next((line.split("ready on ")[1].split()[0] for line in
                                (work / f"boost-{mode}.log").read_text().splitlines()
                                if "ready on " in line), "?") for mode in ("natural", "padded")}

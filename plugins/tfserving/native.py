@@ -106,36 +106,31 @@ def preload_library() -> Path:
     return path
 
 
+def _wheel_c_library(package: str, pattern: str, env_var: str) -> str:
+    """``$env_var``, else the newest ``pattern`` match inside ``package``'s installed wheel."""
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError(f"{package} is not installed; install `yellowstone[{package}]`")
+    for loc in spec.submodule_search_locations:
+        found = sorted(glob.glob(os.path.join(loc, pattern)))
+        if found:
+            return found[-1]
+    raise BackendUnavailableError(f"the {package} wheel has no {pattern} (C API)")
+
+
 @functools.cache
 def openvino_c_library() -> str:
     """Absolute path of OpenVINO's C library in the installed wheel (versioned name only)."""
-    env = os.environ.get("YS_OPENVINO_C_LIB")
-    if env:
-        return env
-    spec = importlib.util.find_spec("openvino")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailableError("openvino is not installed; install `yellowstone[openvino]`")
-    for loc in spec.submodule_search_locations:
-        found = sorted(glob.glob(os.path.join(loc, "libs", "libopenvino_c.so*")))
-        if found:
-            return found[-1]
-    raise BackendUnavailableError("the openvino wheel has no libopenvino_c.so* (C API)")
+    return _wheel_c_library("openvino", "libs/libopenvino_c.so*", "YS_OPENVINO_C_LIB")
 
 
 @functools.cache
 def onnxruntime_c_library() -> str:
     """Absolute path of ONNX Runtime's C library in the installed wheel (``capi/libonnxruntime.so.*``)."""
-    env = os.environ.get("YS_ONNXRUNTIME_C_LIB")
-    if env:
-        return env
-    spec = importlib.util.find_spec("onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailableError("onnxruntime is not installed; install `yellowstone[onnxruntime]`")
-    for loc in spec.submodule_search_locations:
-        found = sorted(glob.glob(os.path.join(loc, "capi", "libonnxruntime.so*")))
-        if found:
-            return found[-1]
-    raise BackendUnavailableError("the onnxruntime wheel has no capi/libonnxruntime.so* (C API)")
+    return _wheel_c_library("onnxruntime", "capi/libonnxruntime.so*", "YS_ONNXRUNTIME_C_LIB")
 
 
 def c_library(backend: str) -> str:
