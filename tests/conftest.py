@@ -53,3 +53,28 @@ def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("YELLOWSTONE_CACHE_DIR", str(d))
     monkeypatch.delenv("YELLOWSTONE_BACKEND", raising=False)
     return d
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop any process a test left running, and say which: a leaked server or a hung worker
+    would otherwise keep the run's output open after the last test and the run would never end."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    leaked = [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+    if not leaked:
+        return
+    names = []
+    for p in leaked:
+        try:
+            names.append(f"{p.pid} {' '.join(p.cmdline())[:160]}")
+            p.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(leaked, timeout=10)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and names:
+        reporter.write_line("processes left running by tests, now killed:", yellow=True)
+        for line in names:
+            reporter.write_line(f"  {line}")

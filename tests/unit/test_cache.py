@@ -79,16 +79,26 @@ def _worker(cache_root: str, log: str, barrier, results) -> None:
 
 
 def test_concurrent_writers_in_several_processes_compile_once(tmp_path):
-    ctx = mp.get_context("fork")
+    # spawn, not fork: by now the test process has torch, TF and gRPC threads, and a child forked
+    # while one of them holds a lock can hang for ever (and a hung non-daemon child would then hold
+    # the whole run open at exit). Daemon children are killed in ``finally`` whatever happens.
+    ctx = mp.get_context("spawn")
     log = tmp_path / "compiles.log"
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(tmp_path / "c"), str(log), barrier, results))
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path / "c"), str(log), barrier, results),
+                         daemon=True)
              for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert all(p.exitcode == 0 for p in procs)
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(180)
+        assert [p.exitcode for p in procs] == [0] * 4
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(10)
     outs = [results.get(timeout=5) for _ in procs]
     assert {backend for backend, _ in outs} == {"slowcompile"}
     assert len({str(o) for _, o in outs}) == 1

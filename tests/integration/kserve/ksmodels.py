@@ -10,8 +10,8 @@ VOCAB = 50
 
 def served(name: str, root: Path, *extra: str):
     """A module fixture's body: the predictor for ``root/models`` (logs and cache in ``root``) with
-    the fast test flags (``conftest.FAST``) and ``extra``; yields the server, stops it after."""
-    from conftest import FAST, start_server, stop_server
+    the fast test flags (``ksserver.FAST``) and ``extra``; yields the server, stops it after."""
+    from ksserver import FAST, start_server, stop_server
 
     server = start_server(name, root / "models", root, *FAST, *extra)
     yield server

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST, infer_v1_and_v2, start_server, stop_server
+from ksserver import FAST, infer_v1_and_v2, start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.onnxruntime, pytest.mark.timeout(600)]
 

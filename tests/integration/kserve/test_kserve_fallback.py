@@ -8,7 +8,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import start_server, stop_server
+from ksserver import start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 

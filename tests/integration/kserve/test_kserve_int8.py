@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FAST, start_server, stop_server
+from ksserver import FAST, start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.torch, pytest.mark.onnxruntime,
               pytest.mark.timeout(600)]

@@ -8,7 +8,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import FAST, start_server, stop_server
+from ksserver import FAST, start_server, stop_server
 
 pytestmark = [pytest.mark.server, pytest.mark.onnxruntime, pytest.mark.timeout(600)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FAST, infer_v1_and_v2, start_server, stop_server
+from ksserver import FAST, infer_v1_and_v2, start_server, stop_server
 
 pytest.importorskip("tensorflow", reason="needs TensorFlow (pip install 'yellowstone[tensorflow]')")
 pytestmark = [pytest.mark.server, pytest.mark.tensorflow, pytest.mark.timeout(600)]
