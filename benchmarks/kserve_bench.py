@@ -6,7 +6,7 @@ concurrency. Reports ratios (boost / plain) of p50 and p99 latency and of throug
 Markdown and a PNG plot under benchmarks/results/.
 
     python benchmarks/kserve_bench.py [--model mobilenet|mobilenet_v3|resnet50|minilm|mlp]
-        [--transport grpc|rest] [--precision fp32|int8] [--seconds 8] [--concurrency 1,4]
+        [--transport grpc|rest] [--precision fp32|bf16|int8] [--seconds 8] [--concurrency 1,4]
 
 ``minilm`` is the pretrained all-MiniLM-L6-v2 sentence encoder (sequence 128, two int64 inputs),
 sent real tokenized sentences; its model directory carries ``examples.npz`` (and, for int8,
@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -35,6 +34,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.roofline import host_info  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 PROTOCOLS = {"grpc": "gRPC V2 (raw tensor contents)", "rest": "REST V2 (binary tensors)"}
@@ -223,7 +226,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mobilenet",
                     choices=("mobilenet", "mobilenet_v3", "resnet50", "minilm", "mlp"))
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     ap.add_argument("--transport", default="grpc", choices=("grpc", "rest"))  # KServe owns --protocol
     ap.add_argument("--seconds", type=float, default=8.0, help="per side and concurrency")
     ap.add_argument("--rounds", type=int, default=4,
@@ -293,8 +296,7 @@ def main() -> int:
               "inputs": [{"name": n, "shape": sh, "datatype": dt} for n, sh, dt in inputs],
               "boost_backend": backend, "backends_tried": args.backends,
               "seconds_per_point": args.seconds, "protocol": PROTOCOLS[args.transport],
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "loadavg_at_end": os.getloadavg()},
+              "host": host_info(), "loadavg_at_end": os.getloadavg(),
               "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / (f"kserve_bench_{args.model}_{args.transport}"
@@ -302,6 +304,7 @@ def main() -> int:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     md = [f"# KServe: plain kserve.Model vs yellowstone boost predictor ({args.model}, "
           f"{args.precision})", "",
+          f"CPU: {result['host']['line']}.", "",
           f"Same TorchScript model, {result['protocol']} with KServe's own client, "
           f"{args.seconds:.0f} s per point in {args.rounds} interleaved rounds (plain, boost, "
           f"boost, plain, ...), both servers up on one {os.cpu_count()}-core machine; boost "

@@ -318,7 +318,7 @@ def server_mode(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="ys-breakdown-"))
     arch = "resnet18" if args.quick else "resnet50"
     requests_n = 3 if args.quick else args.requests
-    boost_options = {"backends": "onnxruntime,openvino", "precision": "fp32"}
+    boost_options = {"backends": "onnxruntime,openvino", "precision": args.precision}
     if args.quick:
         boost_options.update(time_budget_s=0.1, validation_rounds=1)
     out = Path(args.out_dir) if args.out_dir else (work / "results" if args.quick else
@@ -334,10 +334,14 @@ def server_mode(args: argparse.Namespace) -> None:
             print(f"{label} {side}: {row['backend']}, " + ", ".join(
                 f"{s} {row['mean_ms'][s]:.2f}" for s in STAGES), flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"quick": args.quick, "cores": len(os.sched_getaffinity(0)),
-           "loadavg_at_end": os.getloadavg(), "results": results}
-    (out / "request_breakdown.json").write_text(json.dumps(doc, indent=1))
+    from benchmarks.roofline import host_info
+
+    doc = {"quick": args.quick, "precision": args.precision, "host": host_info(),
+           "cores": len(os.sched_getaffinity(0)), "loadavg_at_end": os.getloadavg(), "results": results}
+    stem = "request_breakdown" + ("" if args.precision == "fp32" else f"_{args.precision}")
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1))
     lines = ["# One TorchServe request, stage by stage: stock vs boost handler", "",
+             f"CPU: {doc['host']['line']}.", "",
              f"Batch 1, one worker on {doc['cores']} cores, {requests_n} sequential requests per "
              "side after a warm-up; mean ms per stage (frontend + IPC = client total minus the "
              "worker handler's own time). Boost preprocessing: "
@@ -345,10 +349,10 @@ def server_mode(args: argparse.Namespace) -> None:
                          if r["side"] == "boost") + ".", "", *table(results)]
     if args.quick:
         lines.insert(1, "\n**Quick mode: a check that the benchmark runs, not a measurement.**")
-    (out / "request_breakdown.md").write_text("\n".join(lines) + "\n")
-    plot(results, out / "request_breakdown.png")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    plot(results, out / f"{stem}.png")
     print("\n".join(lines))
-    print(f"\nwrote {out / 'request_breakdown.md'}")
+    print(f"\nwrote {out / stem}.md")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +522,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="resnet18, 3 requests, short boost budget, results in a temp dir")
     ap.add_argument("--out-dir", default=None)
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                    help="the boost side's precision (served only where it validates)")
     ap.add_argument("--overhead", action="store_true",
                     help="in-process: what the boost path adds per call, in microseconds")
     ap.add_argument("--calls", type=int, default=20000, help="overhead mode: calls per timing")

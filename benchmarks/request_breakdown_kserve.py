@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.kserve_bench import _requests, _write_model, plain_model  # noqa: E402
+from benchmarks.roofline import host_info  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 STAGES = ("decode", "conversion", "model", "encode", "framework")
@@ -233,6 +233,7 @@ def _write(result: dict, stem: Path) -> None:
     labels = {"plain/rest": "plain, REST", "boost/rest": "boost, REST",
               "plain/grpc": "plain, gRPC", "boost/grpc": "boost, gRPC"}
     md = [f"# One KServe request, stage by stage ({result['model']}, {result['precision']})", "",
+          f"CPU: {result['host']['line']}.", "",
           f"Plain `kserve.Model` (TorchScript on torch) vs the yellowstone predictor (served on "
           f"**{result['boost_backend']}**), one process, no network; medians of "
           f"{result['requests']} requests, ms. REST: V2 with binary tensors (KServe's client); "
@@ -277,7 +278,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet50",
                     choices=("mobilenet", "mobilenet_v3", "resnet50", "minilm", "mlp"))
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     ap.add_argument("--backends", default="onnxruntime,openvino")
     ap.add_argument("--requests", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
@@ -296,8 +297,7 @@ def main() -> int:
               "precision": args.precision, "boost_backend": bench.backend,
               "backends_tried": args.backends, "requests": args.requests, "quick": args.quick,
               "inputs": [{"name": n, "shape": s, "datatype": d} for n, s, d in bench.inputs],
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "loadavg_at_end": os.getloadavg()},
+              "host": host_info(), "loadavg_at_end": os.getloadavg(),
               "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / (f"request_breakdown_kserve_{args.model}"

@@ -478,6 +478,24 @@ def roofline(*, quick: bool = False, measure: bool = True) -> dict[str, Any]:
     return result
 
 
+def host_info() -> dict[str, Any]:
+    """This host for a results file: CPU model, vendor family/model, microarchitecture, ISA, CPU
+    count, platform, Python and the load at the time; ``line`` says it in one sentence."""
+    cpu = read_cpuinfo()
+    arch = identify(cpu)
+    info: dict[str, Any] = {
+        "cpu_model": cpu.model_name, "vendor": cpu.vendor, "family": cpu.family, "model": cpu.model,
+        "microarchitecture": arch.name if arch else None,
+        "isa": sorted(f for f in cpu.flags if f.startswith(("avx", "fma", "amx"))),
+        "cpus": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "loadavg_at_start": os.getloadavg()}
+    isa = "/".join(f for f in info["isa"] if f in (
+        "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")) or "baseline"
+    info["line"] = (f"{cpu.model_name} (family {cpu.family} model {cpu.model} = "
+                    f"{info['microarchitecture'] or 'unknown'}), {os.cpu_count()} CPUs, ISA {isa}")
+    return info
+
+
 def machine_line(roof: dict[str, Any]) -> str:
     """One line naming the CPU, family/model, microarchitecture, ISA, clock and cores."""
     isa = "/".join(f for f in roof.get("isa", []) if f in (

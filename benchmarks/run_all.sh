@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other (they must not share the cores), into benchmarks/results/.
 # Run on an otherwise idle machine; the README's performance section quotes these files.
-#   bash benchmarks/run_all.sh            # about 1.5 hours on 2 cores
+#   bash benchmarks/run_all.sh            # about 3 hours on 2 cores
 #   bash benchmarks/run_all.sh --suite    # the core suite only (roofline, every model, backend,
 #                                         # precision, batch 1 and 8, the peers), then the README
 #                                         # tables (~45 min on 2 cores)
@@ -29,6 +29,10 @@ for w in 1 4; do  # the worker sweep (the default above is one worker per core)
 done
 step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers 1 --precision int8 \
   --out-dir benchmarks/results/torchserve_workers1
+if grep -qw avx512_bf16 /proc/cpuinfo; then  # bf16 where the CPU has it (the results say what served)
+  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers 1 --precision bf16 \
+    --out-dir benchmarks/results/torchserve_workers1
+fi
 step $py benchmarks/torchserve_text_bench.py   # MiniLM through a custom handler
 step $py benchmarks/kserve_bench.py --model mobilenet --transport grpc
 step $py benchmarks/kserve_bench.py --model resnet50 --transport grpc
@@ -37,5 +41,14 @@ step $py benchmarks/kserve_bench.py --model mobilenet_v3 --transport grpc
 step $py benchmarks/kserve_bench.py --model minilm --transport grpc
 step $py benchmarks/kserve_bench.py --model minilm --transport grpc --precision int8
 step $py benchmarks/kserve_bench.py --model mobilenet --transport rest   # KServe's REST decode cost
+step $py benchmarks/kserve_bench.py --model resnet50 --transport rest --concurrency 1  # vs gRPC
+# Where one request's time goes, stage by stage, on each server; then one figure and table for
+# the README's "Where a request's time goes".
+step $py benchmarks/request_breakdown.py --models resnet50,minilm --requests 40
+for m in resnet50 minilm; do
+  step $py benchmarks/request_breakdown_kserve.py --model $m
+  step $py benchmarks/request_breakdown_tfserving.py --model $m
+done
+step $py benchmarks/request_summary.py --readme
 step $py benchmarks/tfserving_bench.py
 step $py benchmarks/interpose_bench.py

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -257,21 +256,11 @@ def load(call, concurrency: int, seconds: float, warmup: int) -> dict:
 
 
 def host_info() -> dict:
+    """The host record (``roofline.host_info``): CPU model, family, ISA."""
     sys.path.insert(0, str(HERE))
     import roofline  # noqa: E402 - benchmarks/roofline.py
 
-    cpu = roofline.read_cpuinfo()
-    arch = roofline.identify(cpu)
-    info = {"cpu_model": cpu.model_name, "vendor": cpu.vendor, "family": cpu.family, "model": cpu.model,
-            "microarchitecture": arch.name if arch else None,
-            "isa": sorted(f for f in cpu.flags if f.startswith(("avx", "fma", "amx"))),
-            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg()}
-    isa = "/".join(f for f in info["isa"] if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16",
-                                                    "amx_bf16", "amx_int8")) or "baseline"
-    info["line"] = (f"{cpu.model_name} (family {cpu.family} model {cpu.model} = "
-                    f"{info['microarchitecture'] or 'unknown'}), {os.cpu_count()} CPUs, ISA {isa}")
-    return info
+    return roofline.host_info()
 
 
 def run(args: argparse.Namespace) -> dict:

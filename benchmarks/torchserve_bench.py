@@ -1,7 +1,7 @@
 """TorchServe: stock image_classifier vs the yellowstone boost handler, same model, over HTTP.
 
     python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80] [--workers N]
-        [--precision fp32|int8] [--peers pt2_inductor,pt2_openvino|none] [--quick]
+        [--precision fp32|bf16|int8] [--peers pt2_inductor,pt2_openvino|none] [--quick]
 
 Starts TorchServe once per row, one after the other, serving the same torchvision model (random
 weights) through the built-in image_classifier: stock, stock with one share of the cores per
@@ -26,7 +26,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,9 @@ sys.path.insert(0, str(ROOT / "examples" / "torchserve"))
 
 from run_example import build_archive, make_jpeg  # noqa: E402
 from serve import Server  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from benchmarks.roofline import host_info  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,13 +69,19 @@ def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
             "p99_ms": round(percentile(lat, 99), 2), "throughput_rps": round(n / wall, 2)}
 
 
-def served_backend(server: Server, name: str) -> str:
-    """The backend the boost handler reports in the model's customized metadata."""
+def served_backend(server: Server, name: str) -> tuple[str, str | None]:
+    """The backend the boost handler reports in the model's customized metadata, and the
+    precision it serves (None for a stock handler; fp32 when the framework serves)."""
     info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
                         timeout=60).json()[0]
     meta = info.get("customizedMetadata")
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    return (meta or {}).get("yellowstone", {}).get("backend", "torch (stock)")
+    ys = (meta or {}).get("yellowstone")
+    if not ys:
+        return "torch (stock)", None
+    report = ys.get("report") or {}
+    precision = report.get("precision", "fp32") if ys.get("backend") != "native" else "fp32"
+    return ys.get("backend", "native"), precision
 
 
 def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
@@ -89,7 +97,8 @@ def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
         for img in images * 2:  # warm-up
             requests.post(url, data=img, timeout=300)
         runs = [load(url, images, c, n) for c in (1, 4)]
-        return {"handler": label, "backend": served_backend(server, name),
+        backend, precision = served_backend(server, name)
+        return {"handler": label, "backend": backend, "served_precision": precision,
                 "ready_s": round(ready_s, 1),
                 "runs": runs, "answers": answers}
     finally:
@@ -149,8 +158,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=80, help="requests per concurrency level")
     ap.add_argument("--workers", type=int, default=0,
                     help="TorchServe workers (default: one per core, TorchServe's own default)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"],
-                    help="the boost handler's precision (int8 serves only if it validates)")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"],
+                    help="the boost handler's precision (bf16/int8 serve only if they validate; "
+                         "the results say what served)")
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"TorchServe pt2 rows to add: {', '.join(PEERS)}, or none")
     ap.add_argument("--quick", action="store_true",
@@ -200,7 +210,7 @@ def main() -> None:
                                                           / t["throughput_rps"], 2)})
     result = {"model": args.arch, "precision": args.precision, "weights": "random (weights=None)",
               "workers": workers,
-              "cores": cores, "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+              "cores": cores, "host": host_info(),
               "loadavg_at_end": os.getloadavg(),
               "max_top5_prob_diff": compare_answers(stock_answers, boost.pop("answers")),
               "stock": stock, "stock_tuned": tuned, "boost": boost, "ratios": ratios}
@@ -217,7 +227,9 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [f"# TorchServe: {args.arch}, stock image_classifier vs boost handler "
              f"({args.precision})", "",
-             f"Boost handler backend: **{boost['backend']}** ({args.precision} asked); "
+             f"CPU: {result['host']['line']}.", "",
+             f"Boost handler backend: **{boost['backend']}**, serving "
+             f"**{boost['served_precision']}** ({args.precision} asked); "
              f"{workers} workers on {cores} cores "
              f"(TorchServe's default is one per core); {args.requests} requests per level; JPEG "
              "inputs through image_classifier's own preprocessing. Max top-5 probability "

@@ -9,10 +9,12 @@ It knows no server. A plugin is its protocol codec and its lifecycle over these 
     threads    how many threads each worker's backend gets (cgroup-aware)
     status     any exception -> (HTTP status, gRPC code, message), the same on every server
     telemetry  the bridge from core metrics to a server's metrics system, and Prometheus text
+    heap       after models load: the collector's full passes off the request path
 """
 
 from __future__ import annotations
 
+from .heap import settle_heap
 from .inputs import example_feeds, parse_specs, read_examples
 from .settings import Section, add_boost_flags, boost_config, boost_flags, split_section
 from .status import Status, status_of
@@ -21,4 +23,4 @@ from .threads import ThreadPlan, plan_threads
 
 __all__ = ["Section", "split_section", "boost_config", "add_boost_flags", "boost_flags",
            "parse_specs", "example_feeds", "read_examples", "ThreadPlan", "plan_threads",
-           "Status", "status_of", "MetricsBridge", "prometheus_text"]
+           "Status", "status_of", "MetricsBridge", "prometheus_text", "settle_heap"]

@@ -20,7 +20,7 @@ import kserve
 from kserve.protocol.infer_type import InferRequest
 
 from yellowstone.config import BoostConfig
-from yellowstone.serving import boost_config, read_examples
+from yellowstone.serving import boost_config, read_examples, settle_heap
 from yellowstone.spec import TensorSpec
 
 from . import codec, errors, metrics, routes
@@ -104,6 +104,7 @@ class BoostModel(kserve.Model):
             logger.warning("%s: serving on native (fallback): %s", self.name, report.fallback_reason)
         logger.info("%s: ready on %s (cache %s, %.2f s)", self.name, boosted.backend,
                     report.cache, report.load_s or 0.0)
+        settle_heap()  # the loaded model's objects out of the collector's full passes
         self.ready = True
         return self.ready
 

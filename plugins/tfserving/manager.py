@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from yellowstone.serving import settle_heap
+
 from .errors import ServingError
 from .textproto import StartupError
 
@@ -245,9 +247,11 @@ class ModelManager:
     def poll_once(self) -> None:
         """Load newly wanted versions (newest first), then unload versions no longer wanted."""
         with self._poll_lock:
-            self._poll()
+            if self._poll():
+                settle_heap()  # the loaded models' objects out of the collector's passes
 
-    def _poll(self) -> None:
+    def _poll(self) -> bool:
+        """One round of loads and unloads; True when any version was loaded or unloaded."""
         loads: list[Callable[[], None]] = []
         plan: list[tuple[ModelConfig, list[int], dict[int, Path]]] = []
         for cfg in list(self.configs.values()):
@@ -283,6 +287,7 @@ class ModelManager:
                     unloads.append(lambda n=cfg.name, v=v, st=st: self._unload(n, v, st))
         self._run_all(unloads, self._unload_threads)
         self._apply_labels(raise_errors=False)
+        return bool(loads or unloads)
 
     # -- labels ------------------------------------------------------------------------------
     def _check_labels(self, name: str, wanted: Mapping[str, int]) -> None:
@@ -326,6 +331,7 @@ class ModelManager:
         new = {c.name: c for c in configs}
         if len(new) != len(configs):
             raise StartupError("INVALID_ARGUMENT", "Illegal to list a model multiple times in config list")
+        changed = False
         with self._poll_lock:
             for name in [n for n in self.configs if n not in new]:
                 logger.info("Removing model %s (no longer in the model config)", name)
@@ -335,6 +341,7 @@ class ModelManager:
                 for v, st in list(self._states[name].items()):
                     if st.state == "AVAILABLE":
                         self._unload(name, v, st)
+                        changed = True
             for name, cfg in new.items():
                 old = self.configs.get(name)
                 if self._label_policy is None:
@@ -347,7 +354,8 @@ class ModelManager:
                     self.configs[name] = dataclasses.replace(cfg, labels=dict(keep))
                     self._states.setdefault(name, {})
                     self._wanted_labels[name] = dict(cfg.labels)
-            self._poll()
+            if self._poll() or changed:
+                settle_heap()
         self.check_labels()
 
     # -- threads -----------------------------------------------------------------------------

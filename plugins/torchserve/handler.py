@@ -157,6 +157,7 @@ class BoostHandler:
         else:
             logger.info("%s: no input_shape in the '%s' section; the model is boosted on the "
                         "first request's preprocessed input", self.model_name, SECTION)
+        serving.settle_heap()  # the loaded model's objects out of the collector's full passes
         self.initialized = True
 
     def _warm_batches(self) -> None:
