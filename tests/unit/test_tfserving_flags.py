@@ -44,6 +44,9 @@ def test_every_main_cc_flag_is_in_the_table_and_flags_md():
     for f in flags.FLAGS:
         assert f.does.split(":")[0].split(" ")[0] in ("acts", "refused", "partly", "false"), f.name
     assert flags.markdown_table() in (HERE / "FLAGS.md").read_text()
+    readme = (HERE.parents[1] / "README.md").read_text()
+    section = readme.split("<!-- tfserving-flags:begin -->")[1].split("<!-- tfserving-flags:end -->")[0]
+    assert section.strip() == flags.markdown_table().strip()
 
 
 def test_tf_serving_spellings_parse():
