@@ -189,6 +189,40 @@ def test_big_integers_become_doubles_as_in_rapidjson():
     assert isinstance(doc["b"], float) and isinstance(doc["c"], float)
 
 
+PARITY_BODIES = [
+    b'{"instances": [[1.5, -0, 2e-3, 1E5, 4.9e-325, 1.7976931348623157e308]]}',
+    b'{"instances": [18446744073709551615, 18446744073709551616, -9223372036854775809, -0]}',
+    '{"s": "caf\u00e9 \\u00e9 \\"q\\"", "n": null, "b": [true, false], "a": 1, "a": 2}'.encode(),
+    b'{"inputs": {"x": [[1, 2], [3, 4]], "y": {"b64": "AAE="}}, "signature_name": "s"}',
+    b'{"v": [NaN, Infinity, -Infinity]}',
+    b'{"v": [1e400]}',
+    b'{"a": "\xff"}',
+    rb'{"a": "\ud800"}',  # a lone surrogate escape
+    b"[1, 2]",
+    b'"text"',
+    b'{"x": 1} {"y": 2}',
+    b'{"v": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+    b"\xef\xbb\xbf{}",
+]
+
+
+@pytest.mark.skipif(codec.json_doc.orjson is None, reason="orjson is not installed")
+@pytest.mark.parametrize("body", PARITY_BODIES)
+def test_the_fast_parser_answers_as_the_exact_one(monkeypatch, body):
+    """orjson's fast path gives the same document, or the same error, as the rapidjson-worded one."""
+
+    def outcome():
+        try:
+            return "ok", _parse(body)
+        except ServingError as exc:
+            return "error", (exc.code, exc.message)
+
+    fast = outcome()
+    monkeypatch.setattr(codec.json_doc, "orjson", None)
+    exact = outcome()
+    assert repr(fast) == repr(exact)  # repr: NaN compares unequal to itself
+
+
 # ---------------------------------------------------------------------------------- JSON tensors
 @pytest.mark.parametrize("strict", [True, False])
 def test_row_format_single_input(strict):

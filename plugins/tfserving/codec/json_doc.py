@@ -11,6 +11,11 @@ from typing import Any
 from ..errors import ServingError
 from .json_values import json_text
 
+try:  # the fast path: a C parser whose numbers follow rapidjson's rules (see parse_json)
+    import orjson
+except ImportError:  # pragma: no cover - orjson comes with the tfserving extra
+    orjson = None
+
 # json's C parser recurses once per level of nesting, bounded by the interpreter's recursion limit
 # (a RecursionError, answered 400). Where that limit is raised past what a thread's stack holds,
 # documents are first scanned (outside strings) and nesting past DEPTH_LIMIT is refused.
@@ -102,6 +107,19 @@ def parse_json(body: bytes) -> dict[str, Any]:
                 f"JSON Parse error: The document nests arrays and objects deeper than {DEPTH_LIMIT} "
                 f"levels. at offset: {offset}",
             )
+    if orjson is not None:
+        # orjson reads numbers as rapidjson does (integers outside [-2^63, 2^64) as doubles) and
+        # refuses what the exact path words as rapidjson would (NaN and Infinity, which TF Serving
+        # takes; a number past double's range; bad UTF-8 or escapes): those fall through to it.
+        # A ResNet-50 image body (150k numbers) parses about twice as fast.
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not isinstance(doc, dict):
+                raise ServingError("INVALID_ARGUMENT", f"JSON Value: {json_text(doc)} Is not object")
+            return doc
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
