@@ -173,7 +173,8 @@ def markdown(reports: list[dict], machine: str, roofline: dict | None, wall_s: f
              "backend p50, measured in the same process. Accuracy against the framework's fp32 "
              "output on fresh random inputs (reduced precision also on 64 more samples): max abs "
              "error, top-1 agreement (classifiers), mean cosine similarity. "
-             + roof_header(roofline) + " `auto/best`: the chosen backend's p50 over the fastest "
+             + roof_header(roofline) + " `auto/best`: p50 of what serves each batch size (the "
+             "chosen backend, or the one per-batch dispatch gives that size) over the fastest "
              "valid one's, per batch size. int8 runs on onnxruntime and openvino; bf16 only on "
              "openvino (and TensorRT) where the CPU has it; inductor and TVM serve fp32.", ""]
     head = (["model", "precision", "backend", "status", "max abs err", "top-1", "cosine"]
@@ -215,10 +216,29 @@ def markdown(reports: list[dict], machine: str, roofline: dict | None, wall_s: f
     return "\n".join(lines) + "\n"
 
 
+def served_at(rep: dict, b: int) -> dict | None:
+    """The candidate serving batch size ``b``: the one ``dispatch`` names (per-batch dispatch),
+    else the chosen one."""
+    chosen = next((c for c in rep["candidates"] if c["status"] == "chosen"), None)
+    name = (rep.get("dispatch") or {}).get(str(b))
+    if name is None or chosen is None or name == chosen["backend"]:
+        return chosen
+    return next((c for c in rep["candidates"] if c["backend"] == name), chosen)
+
+
+def serves_label(rep: dict, sizes: list[int]) -> str:
+    """What serves: the chosen backend, with the sizes another backend serves in brackets."""
+    chosen = next(c for c in rep["candidates"] if c["status"] == "chosen")
+    others = [f"b{b}: {served_at(rep, b)['backend']}" for b in sizes
+              if served_at(rep, b)["backend"] != chosen["backend"]]
+    return chosen["backend"] + (f" ({', '.join(others)})" if others else "")
+
+
 def auto_vs_best(reports: list[dict], sizes: list[int]) -> list[str]:
-    """The chosen backend's p50 over the fastest valid one's, per model, precision and batch."""
+    """What auto serves at each batch size (per-batch dispatch included) over the fastest valid
+    backend's p50, per model, precision and batch."""
     lines = ["", "Auto choice against the best single backend (same run):", "",
-             "| model | precision | chosen | " + " | ".join(f"auto/best b{b}" for b in sizes) + " |",
+             "| model | precision | serves | " + " | ".join(f"auto/best b{b}" for b in sizes) + " |",
              "|---|---|---|" + "---|" * len(sizes)]
     for rep in reports:
         valid = [c for c in rep["candidates"] if c["status"] in ("chosen", "ok")
@@ -232,9 +252,9 @@ def auto_vs_best(reports: list[dict], sizes: list[int]) -> list[str]:
         for b in sizes:
             best = min((c["latency_ms"][str(b)]["p50_ms"] for c in valid
                         if str(b) in c.get("latency_ms", {})), default=None)
-            mine = chosen.get("latency_ms", {}).get(str(b), {}).get("p50_ms")
+            mine = served_at(rep, b).get("latency_ms", {}).get(str(b), {}).get("p50_ms")
             cells.append(f"{mine / best:.2f}" if mine and best else "-")
-        lines.append(f"| {rep['model']} | {rep['precision']} | {chosen['backend']} | "
+        lines.append(f"| {rep['model']} | {rep['precision']} | {serves_label(rep, sizes)} | "
                      + " | ".join(cells) + " |")
     return lines
 
@@ -279,12 +299,12 @@ def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
         chosen = next((c for c in rep["candidates"] if c["status"] == "chosen"), None)
         if chosen is None:
             continue
-        serves = chosen["backend"]
+        serves = serves_label(rep, sizes)
         if serves == "native" and rep["precision"] != "fp32":
             serves += " (fp32 fallback)"
-        mine = _latency(chosen)
         cells = []
         for b in sizes:
+            mine = _latency(served_at(rep, b))
             best = best_peers(peers, rep["model"], rep["precision"], b)
             cells.append("-" if best is None else f"{best[0]} {best[1]:.2f} ms")
             cells.append(f"{best[1] / mine[b]:.2f}x" if best and mine.get(b) else "-")

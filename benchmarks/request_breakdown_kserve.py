@@ -41,11 +41,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.kserve_bench import _requests, _write_model, plain_model  # noqa: E402
+from benchmarks.plots import stacked_bars  # noqa: E402
 from benchmarks.roofline import host_info  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -250,28 +249,9 @@ def _write(result: dict, stem: Path) -> None:
            f"boost {rows['boost/rest']['total'] / rows['boost/grpc']['total']:.2f}."]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    keys = list(labels)
-    bottom = np.zeros(len(keys))
-    for stage in STAGES:
-        vals = np.array([rows[k][stage] for k in keys])
-        ax.bar(range(len(keys)), vals, 0.6, bottom=bottom, label=stage)
-        bottom += vals
-    ax.set_xticks(range(len(keys)), [labels[k] for k in keys])
-    ax.set_ylabel("ms per request (median)")
-    ax.set_title(f"One KServe request: {result['model']} {result['precision']}, boost on "
+    stacked_bars(stem.with_suffix(".png"), rows, labels, STAGES,
+                 f"One KServe request: {result['model']} {result['precision']}, boost on "
                  f"{result['boost_backend']}" + (" (quick)" if result["quick"] else ""))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=120)
 
 
 def main() -> int:

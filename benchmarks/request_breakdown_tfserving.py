@@ -56,6 +56,7 @@ from yellowstone.serving import settle_heap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.plots import stacked_bars  # noqa: E402
 from benchmarks.tfserving_bench import (  # noqa: E402
     build_model,
     example_feeds,
@@ -326,29 +327,9 @@ def _write(result: dict, stem: Path) -> None:
            f"{cost['grpc']['ms']:+.3f} ms ({cost['grpc']['pct_of_boost_model']:+.1f}%)."]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    keys = list(LABELS)
-    bottom = np.zeros(len(keys))
-    for stage in STAGES:
-        vals = np.array([rows[k][stage] for k in keys])
-        ax.bar(range(len(keys)), vals, 0.6, bottom=bottom, label=stage)
-        bottom += vals
-    ax.set_xticks(range(len(keys)), [LABELS[k] for k in keys])
-    ax.set_ylabel("ms per request (median)")
-    ax.set_title(f"One TF Serving request: {result['model']} {result['precision']} batch "
+    stacked_bars(stem.with_suffix(".png"), rows, LABELS, STAGES,
+                 f"One TF Serving request: {result['model']} {result['precision']} batch "
                  f"{result['batch']}, boost on {served}" + (" (quick)" if result["quick"] else ""))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=120)
-    plt.close(fig)
 
 
 def main() -> int:
