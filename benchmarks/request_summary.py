@@ -132,7 +132,8 @@ def plot(rows: list[dict], path: Path) -> bool:
     for i, model in enumerate(models):
         for j, server in enumerate(servers):
             ax = axes[i][j]
-            mine = [r for r in rows if r["model"] == model and r["server"] == server]
+            mine = sorted((r for r in rows if r["model"] == model and r["server"] == server),
+                          key=lambda r: (r["transport"] != "gRPC", r["side"] != "stock"))
             labels = [f"{r['side']}\n{r['transport']}" for r in mine]
             bottom = [0.0] * len(mine)
             for stage in SHARED:
