@@ -20,6 +20,7 @@ step() { echo "== $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg))" >
 # on stderr or in core_bench.md means the roof's derivation is wrong: do not publish it.
 step $py benchmarks/core_bench.py --tvm
 step $py benchmarks/update_readme.py
+step $py benchmarks/ort_isolation.py   # the ONNX Runtime peer rows, each alone in a process
 [ "${1:-}" = "--suite" ] && exit 0
 step $py benchmarks/torchserve_bench.py --arch resnet18
 step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40
