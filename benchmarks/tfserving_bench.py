@@ -414,12 +414,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10, help="requests before each row")
     ap.add_argument("--start_timeout", type=float, default=1800.0, help="per server (boosting included)")
     ap.add_argument("--workdir", default="", help="reuse models and the compile cache from an earlier run")
+    ap.add_argument("--suffix", default="", help="write tfserving<SUFFIX>.* (a partial run beside others)")
     args = ap.parse_args()
     if args.quick:
         args.models, args.precisions, args.seconds, args.warmup = "mlp", "fp32", 0.5, 3
         args.start_timeout = min(args.start_timeout, 600.0)
     result = run(args)
-    print(write(result, "_quick" if args.quick else ""))
+    print(write(result, "_quick" if args.quick else args.suffix))
     return 0
 
 
