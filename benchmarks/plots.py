@@ -1,4 +1,4 @@
-"""Plots shared by the request benchmarks."""
+"""Plots and tables shared by the request breakdown benchmarks."""
 
 from __future__ import annotations
 
@@ -35,3 +35,15 @@ def stacked_bars(path: Path, rows: Mapping[str, Mapping[str, float]], labels: Ma
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def stage_table(rows: Mapping[str, Mapping[str, float]], labels: Mapping[str, str],
+                stages: Sequence[str], first: str) -> list[str]:
+    """Markdown lines: one row per key of ``labels``, its stages' ms and its total."""
+    lines = [f"| {first} | " + " | ".join(stages) + " | total |",
+             "|---|" + "---|" * (len(stages) + 1)]
+    for key, label in labels.items():
+        r = rows[key]
+        lines.append(f"| {label} | " + " | ".join(f"{r[s]:.2f}" for s in stages)
+                     + f" | {r['total']:.2f} |")
+    return lines

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.kserve_bench import _requests, _write_model, plain_model  # noqa: E402
-from benchmarks.plots import stacked_bars  # noqa: E402
+from benchmarks.plots import stacked_bars, stage_table  # noqa: E402
 from benchmarks.roofline import host_info  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -239,12 +239,7 @@ def _write(result: dict, stem: Path) -> None:
           f"gRPC: V2 with raw contents. *framework* = the whole request through KServe's app or "
           f"servicer minus the four stages."
           + (" **Quick mode: not a result.**" if result["quick"] else ""), "",
-          "| predictor, transport | " + " | ".join(STAGES) + " | total |",
-          "|---|" + "---|" * (len(STAGES) + 1)]
-    for key, label in labels.items():
-        r = rows[key]
-        md.append(f"| {label} | " + " | ".join(f"{r[s]:.2f}" for s in STAGES)
-                  + f" | {r['total']:.2f} |")
+          *stage_table(rows, labels, STAGES, "predictor, transport")]
     md += ["", f"REST / gRPC total: plain {rows['plain/rest']['total'] / rows['plain/grpc']['total']:.2f}, "
            f"boost {rows['boost/rest']['total'] / rows['boost/grpc']['total']:.2f}."]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")

@@ -56,11 +56,11 @@ from yellowstone.serving import settle_heap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.plots import stacked_bars  # noqa: E402
+from benchmarks.plots import stacked_bars, stage_table  # noqa: E402
+from benchmarks.roofline import host_info  # noqa: E402
 from benchmarks.tfserving_bench import (  # noqa: E402
     build_model,
     example_feeds,
-    host_info,
     signature_inputs,
 )
 
@@ -309,11 +309,7 @@ def _write(result: dict, stem: Path) -> None:
           f"minus the four stages. The loaded heap is settled (as the server does) before the first request. "
           f"Max abs diff boost vs tensorflow: {result['max_abs_diff']:.2e}."
           + (" **Quick mode: not a result.**" if result["quick"] else ""), "",
-          "| servable, transport | " + " | ".join(STAGES) + " | total |",
-          "|---|" + "---|" * (len(STAGES) + 1)]
-    for key, label in LABELS.items():
-        r = rows[key]
-        md.append(f"| {label} | " + " | ".join(f"{r[s]:.2f}" for s in STAGES) + f" | {r['total']:.2f} |")
+          *stage_table(rows, LABELS, STAGES, "servable, transport")]
     md += ["",
            f"REST / gRPC total: tensorflow "
            f"{rows['tensorflow/rest']['total'] / rows['tensorflow/grpc']['total']:.2f}, "

@@ -62,13 +62,13 @@ def pytest_sessionfinish(session, exitstatus):
         import psutil
     except ImportError:
         return
-    def ours(p) -> bool:  # multiprocessing's resource tracker ends with this process by design
+    def left_by_a_test(p) -> bool:  # multiprocessing's resource tracker ends with us by design
         try:
             return "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
         except psutil.Error:
             return False
 
-    leaked = [p for p in psutil.Process().children(recursive=True) if p.is_running() and ours(p)]
+    leaked = [p for p in psutil.Process().children(recursive=True) if p.is_running() and left_by_a_test(p)]
     if not leaked:
         return
     names = []
