@@ -170,3 +170,19 @@ def test_peers_and_yellowstone_vs_best_peer() -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino |")
                 and "ms" in ln)
     assert "onnxruntime 50.00 ms" in line and "1.25x" in line
+
+
+def test_yellowstone_vs_best_peer_uses_the_time_measured_alone() -> None:
+    peers = [{"model": "m", "peer": "onnxruntime", "precision": "fp32", "setup": "s",
+              "status": "ok", "reason": "", "latency_ms": {"1": {"p50_ms": 50.0}}}]
+    rep = report("fp32", "openvino", 40.0)  # in the suite's shared process
+    rep["isolated"] = {"latency_ms": {"1": {"p50_ms": 25.0}}}  # alone, as the peer was timed
+    md = core_bench.markdown([rep], "test machine", ROOF, 60.0, peers=peers)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino |")
+                and "onnxruntime" in ln)
+    assert "25.00 ms |" in line and "2.00x" in line and "ms*" not in line
+    del rep["isolated"]  # the fresh-process run failed: the suite's time, marked
+    md = core_bench.markdown([rep], "test machine", ROOF, 60.0, peers=peers)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino |")
+                and "onnxruntime" in ln)
+    assert "40.00 ms*" in line and "1.25x" in line
