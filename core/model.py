@@ -211,17 +211,22 @@ class ModelHandle:
         """Make the dims ``specs`` leave dynamic (``-1`` or a name) dynamic in :attr:`inputs`.
 
         Specs match inputs by name, else by position when there are as many. A name keeps its
-        range (``seq=1..256``), else spans 1..512; an anonymous ``-1`` gets a name of its own
-        (``<input>_dim<axis>``), tied to no other input. Dim 0 of a batched model stays
-        ``batch``. The example inputs must fit: ConfigError otherwise.
+        range (``seq=1..256``), else spans 1..512; an anonymous ``-1`` gets a name
+        (``<input>_dim<axis>``), shared with every other input's ``-1`` at the same axis whose
+        example has the same size there (token ids and their attention mask, both ``-1x-1``,
+        stay one length), else its own. Dim 0 of a batched model stays ``batch``. The example
+        inputs must fit: ConfigError otherwise.
         """
         by_name = {s.name: s for s in specs}
         positional = len(specs) == len(self.inputs) and not any(
             s.name in by_name for s in self.inputs)
+        users = [by_name.get(spec.name) or (specs[k] if positional else None)
+                 for k, spec in enumerate(self.inputs)]
+        anonymous = self._anonymous_names(users)
         explicit: dict[str, Range] = {}
         updated = []
         for k, spec in enumerate(self.inputs):
-            user = by_name.get(spec.name) or (specs[k] if positional else None)
+            user = users[k]
             if user is None or user.is_static or (
                     self.batched and all(isinstance(d, int) for d in user.shape[1:])):
                 updated.append(spec)  # nothing dynamic beyond the batch: as before
@@ -237,7 +242,7 @@ class ModelHandle:
                     if isinstance(dim, str) and dim in user.ranges:
                         ranges[BATCH] = user.ranges[dim]
                     continue
-                name = dim if isinstance(dim, str) else _anonymous_dim(spec.name, i)
+                name = dim if isinstance(dim, str) else anonymous[spec.name, i]
                 shape[i] = name
                 if name in user.ranges:
                     if explicit.setdefault(name, user.ranges[name]) != user.ranges[name]:
@@ -247,6 +252,27 @@ class ModelHandle:
             updated.append(dataclasses.replace(spec, shape=tuple(shape), ranges=ranges))
         self.inputs = tuple(self._with_ranges(s, explicit) for s in updated)
         self._check_example()
+
+    def _anonymous_names(self, users: Sequence[TensorSpec | None]) -> dict[tuple[str, int], str]:
+        """The name of each anonymous ``-1`` dim, keyed by (input, axis).
+
+        That is the first such input's ``<input>_dim<axis>`` for every input whose example has
+        the same size at that axis: one dimension, tied.
+        """
+        names: dict[tuple[str, int], str] = {}
+        first: dict[tuple[int, int], str] = {}
+        for spec, user in zip(self.inputs, users):
+            if user is None or len(user.shape) != len(spec.shape):
+                continue
+            example = self.example_feeds.get(spec.name)
+            for i, dim in enumerate(user.shape):
+                if dim is None and not (i == 0 and self.batched):
+                    own = _anonymous_dim(spec.name, i)
+                    if example is None or example.ndim <= i:
+                        names[spec.name, i] = own
+                    else:
+                        names[spec.name, i] = first.setdefault((i, example.shape[i]), own)
+        return names
 
     @staticmethod
     def _with_ranges(spec: TensorSpec, explicit: Mapping[str, Range]) -> TensorSpec:
@@ -530,8 +556,8 @@ class TorchModel(ModelHandle):
         """TorchScript and ``nn.Module``: the TorchScript-based exporter; programs: dynamo.
 
         For an ``nn.Module`` the TorchScript-based exporter comes first because its graphs run
-        faster in ONNX Runtime where it matters (all-MiniLM-L6-v2: 21.6 ms against 41 ms for
-        the dynamo exporter's graph, same session options); a module it cannot trace goes
+        faster in ONNX Runtime where it matters (all-MiniLM-L6-v2 ran about twice as fast as
+        from the dynamo exporter's graph, same session options); a module it cannot trace goes
         through ``torch.export`` and the dynamo exporter instead.
         """
         from .convert import get_conversion
@@ -646,9 +672,9 @@ class TensorFlowModel(ModelHandle):
     def _keras_graph(self) -> Any:
         """The Keras model as a ``tf.function`` (graph mode, as TF Serving would run it).
 
-        Calling a Keras model eagerly dispatches op by op from Python (a MobileNetV2 runs ~40x
-        slower that way), which would flatter every compiled backend; the reference and the
-        ``native`` timing use the graph instead.
+        Calling a Keras model eagerly dispatches op by op from Python (a MobileNetV2 runs many
+        times slower that way), which would flatter every compiled backend; the reference and
+        the ``native`` timing use the graph instead.
         """
         fn = getattr(self, "_graph_fn", None)
         if fn is None:

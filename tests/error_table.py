@@ -21,5 +21,8 @@ ERROR_CASES = [
     (errors.CacheError("entry is corrupt"), 500, "INTERNAL"),
     (errors.ModelLoadError("not a model"), 422, "FAILED_PRECONDITION"),
     (RuntimeError("something unexpected"), 500, "INTERNAL"),
+    # A Python error from outside the tree is a fault of ours (the codecs word every client
+    # mistake as a BadRequestError or the server's own error), so it is a 500 everywhere too.
+    (ValueError("operands could not be broadcast together"), 500, "INTERNAL"),
 ]
 ERROR_IDS = [type(e).__name__ for e, _, _ in ERROR_CASES]

@@ -1,10 +1,11 @@
 """Keep the garbage collector's full passes off the request path.
 
 A serving process holds hundreds of thousands of long-lived objects once TensorFlow or torch and
-a model are loaded (about 690,000 with TensorFlow and torchvision imported). Every full collection
-walks all of them (a few hundred ms on 2 cores), and a request that allocates many containers,
-such as a JSON body of a 224x224x3 image (about 50,000 lists), sets off such passes every few
-requests: p90 of that parse went from 92 ms to 427 ms. After models load, :func:`settle_heap`
+a model are loaded (hundreds of thousands with TensorFlow and torchvision imported). Every full
+collection walks all of them, and a request that allocates many containers, such as a JSON body
+of an image (one list per row and pixel), sets off such passes every few requests, so the parse's
+tail latency grows several-fold (the README's request breakdown has the numbers). After models
+load, :func:`settle_heap`
 moves everything alive into the collector's permanent generation, so later passes walk only what
 requests allocate.
 """

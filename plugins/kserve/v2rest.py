@@ -6,7 +6,7 @@ The body is JSON, or JSON followed by binary tensors (the binary tensor extensio
 4-byte little-endian length and its bytes). The result is the request KServe 0.21's
 ``InferRequest.from_bytes`` / ``from_inference_request`` would build, except that each input
 holds its tensor as one numpy array (:class:`TensorInput`): no Python object per element
-(``from_bytes`` spends ~60-90 ms on one 224x224 image), no copy of a binary tensor.
+(``from_bytes`` spends tens of ms on one 224x224 image), no copy of a binary tensor.
 Every problem is a ``BadRequestError`` (400): a shape ``[-1, 16]`` or ``[1.5, 16]``, a length
 that does not fit, bytes left over.
 """
@@ -179,7 +179,7 @@ def json_tensor(name: str, data: Any, datatype: str, shape: tuple[int, ...]) -> 
 
 
 def _flat_numbers(data: list, want: np.dtype) -> np.ndarray | None:
-    """A flat list of JSON numbers as ``want``, ~3x faster than ``np.asarray``; None otherwise.
+    """A flat list of JSON numbers as ``want``, faster than ``np.asarray``; None otherwise.
 
     ``array.array`` takes only numbers (no strings, lists or None), so whatever it refuses goes
     to :func:`codec.as_array`, which says what is wrong.

@@ -93,8 +93,5 @@ def from_exception(exc: BaseException) -> ServingError:
         return ServingError(status.grpc_code, status.message, http_status=status.http)
     if is_tensorflow_error(exc):
         return tensorflow_error(exc)
-    if isinstance(exc, (TypeError, ValueError)):
-        text = str(exc).strip()
-        return ServingError("INVALID_ARGUMENT", text.splitlines()[0] if text else type(exc).__name__)
     status = status_of(exc)
     return ServingError(status.grpc_code, status.message, http_status=status.http)

@@ -24,6 +24,9 @@ from ..conftest import backend_param
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 BACKENDS = [backend_param("onnxruntime"), backend_param("openvino")]
+# Inductor compiles each of these in tens of seconds on two cores: it is checked over the range
+# once per model (the compile-and-compare tests), not again through a second boost.
+COMPARED = [pytest.param("native", id="native"), *BACKENDS, backend_param("inductor")]
 MINILM_SPECS = ["input_ids:-1xseq=1..256:int64", "attention_mask:-1xseq:int64"]
 LENGTHS = (1, 7, 32, 100, 256)
 IMAGE_SIZES = ((16, 16), (17, 63), (33, 48), (64, 21), (64, 64))
@@ -76,6 +79,26 @@ def test_minilm_handle_keeps_seq_dynamic_and_tied(minilm):
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
+def test_anonymous_lengths_of_equal_example_size_are_one_dimension(backend_name, minilm, tmp_path):
+    """``-1x-1`` for both token ids and mask (the README's grammar, no names): the two lengths
+    are one dimension, so the model exports and compiles; unequal lengths are a bad request."""
+    model, _, named = minilm
+    handle = load_model(model, tuple(named.example_feeds[k] for k in ("input_ids", "attention_mask")),
+                        input_specs=parse_specs(["input_ids:-1x-1:int64",
+                                                 "attention_mask:-1x-1:int64"], where="test"))
+    assert [s.shape for s in handle.inputs] == [("batch", "input_ids_dim1")] * 2
+    compiled = _backend(backend_name).compile(handle, CompileRequest(batch=None, precision="fp32"),
+                                              tmp_path)
+    for n in (1, 7, 100):
+        feeds = handle.random_feeds(batch=2, seed=n, dims={"input_ids_dim1": n})
+        assert _cosines(_torch_ref(model, feeds), compiled.run(feeds)[0]).min() >= 0.9999
+    feeds = {"input_ids": np.ones((1, 5), np.int64), "attention_mask": np.ones((1, 6), np.int64)}
+    with pytest.raises(BadRequestError, match="input_ids_dim1") as exc:
+        handle.check_feeds(feeds)
+    assert exc.value.http_status == 400
+
+
+@pytest.mark.parametrize("backend_name", COMPARED)
 def test_minilm_matches_framework_over_the_range(backend_name, minilm, tmp_path):
     model, tok, handle = minilm
     compiled = _backend(backend_name).compile(handle, CompileRequest(batch=None, precision="fp32"),
@@ -126,7 +149,7 @@ def cnn():
     return model, handle
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("backend_name", COMPARED)
 def test_cnn_matches_framework_at_several_image_sizes(backend_name, cnn, tmp_path):
     import torch
 

@@ -87,3 +87,22 @@ def test_random_inputs_size_named_dims_tie_them_and_keep_masks():
               TensorSpec(name="b", shape=(None, "h"))]
     feeds = random_inputs(ranged, seed=0)
     assert feeds["a"].shape == feeds["b"].shape == (1, 16)
+
+
+def test_anonymous_dims_tie_by_axis_and_example_size():
+    torch = pytest.importorskip("torch")
+    from yellowstone.model import load_model
+
+    class ThreeInputs(torch.nn.Module):
+        def forward(self, ids, mask, extra):
+            return (ids * mask).sum(1) + extra.sum(1)
+
+    example = (torch.ones(2, 5, dtype=torch.int64), torch.ones(2, 5, dtype=torch.int64),
+               torch.ones(2, 3, dtype=torch.int64))
+    specs = parse_specs(["ids:-1x-1:int64", "mask:-1x-1:int64", "extra:-1x-1:int64"], where="t")
+    handle = load_model(ThreeInputs(), example, input_specs=specs)
+    # ids and mask are 5 long in the example: one length; extra (3) is a dimension of its own.
+    assert [s.shape for s in handle.inputs] == [("batch", "ids_dim1"), ("batch", "ids_dim1"),
+                                                ("batch", "extra_dim1")]
+    feeds = handle.random_feeds(batch=1, seed=0, dims={"ids_dim1": 9, "extra_dim1": 2})
+    assert [feeds[k].shape for k in ("ids", "mask", "extra")] == [(1, 9), (1, 9), (1, 2)]
