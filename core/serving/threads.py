@@ -25,9 +25,18 @@ class ThreadPlan:
     shared: bool
 
 
+def host_cores() -> int:
+    """The cores this process may use: its affinity mask capped by the cgroup CPU quota.
+
+    The one count a server sizes its pools from (request threads, batch threads, one worker
+    per core), so a pod limited to 2 CPUs on a 64-core node sizes for 2, not 64.
+    """
+    return hardware.available_cores()
+
+
 def plan_threads(workers: int = 1, threads: int = 0) -> ThreadPlan:
     """``threads`` when given; else cores // workers; else the pod's CPU limit, else 0."""
-    cores = hardware.available_cores()
+    cores = host_cores()
     workers = max(1, int(workers))
     if threads:
         n = int(threads)

@@ -7,6 +7,8 @@ import dataclasses
 import os
 from typing import Any
 
+from yellowstone.serving import host_cores
+
 from .artifacts import DEFAULT_POLICY, POLICIES
 
 
@@ -18,10 +20,6 @@ class Flag:
     kind: type
     default: Any
     does: str
-
-
-def _cpus() -> int:
-    return os.cpu_count() or 1
 
 
 # :data:`FLAGS` is the one table: upstream name, type, default, and what this server does with the
@@ -213,13 +211,13 @@ def add_yellowstone_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def rest_threads(args: argparse.Namespace) -> int:
-    """``--rest_api_num_threads`` or TF Serving's default, 4 x CPUs."""
-    return args.rest_api_num_threads or 4 * _cpus()
+    """``--rest_api_num_threads`` or TF Serving's default, 4 x the usable cores."""
+    return args.rest_api_num_threads or 4 * host_cores()
 
 
 def grpc_threads(args: argparse.Namespace) -> int:
-    """``--grpc_max_threads`` or TF Serving's default, 4 x CPUs."""
-    return args.grpc_max_threads or 4 * _cpus()
+    """``--grpc_max_threads`` or TF Serving's default, 4 x the usable cores."""
+    return args.grpc_max_threads or 4 * host_cores()
 
 
 def tensorflow_threads(args: argparse.Namespace) -> tuple[int, int]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from yellowstone.serving import host_cores
 
 from .errors import ServingError
 from .textproto import StartupError
@@ -189,7 +190,7 @@ def start_rest(
         if metrics is not None and api in _COUNTED:
             metrics.record_request(model, api, "REST", code, latency_us)
 
-    pool = threads or 4 * (os.cpu_count() or 1)
+    pool = threads or 4 * host_cores()
     view = DeadlineView(manager, timeout_ms, pool) if timeout_ms > 0 else manager
     return rest.make_server(
         view, host, port, num_threads=threads or None, routes=routes, on_request=on_request,

@@ -2,9 +2,10 @@
 
     python -m yellowstone.plugins.torchserve.archive --model-name resnet \
         --serialized-file resnet.pt --handler image_classifier --input-shape 1,3,224,224 \
-        --backends onnxruntime,openvino --precompile --export-path store
+        --backends onnxruntime,openvino --time_budget_s 1 --precompile --export-path store
 
-It writes the ``yellowstone:`` section into model-config.yaml (merged over ``--config-file``),
+It writes the ``yellowstone:`` section into model-config.yaml (merged over ``--config-file``;
+the boost flags are the serving layer's, one per ``BoostConfig`` field, spelled as it),
 archives ``boost_handler.py`` as the handler, and with ``--precompile`` boosts the model here,
 exactly as a worker would, and ships the compiled artifact directory inside the archive, so
 workers on matching hardware load it instead of compiling.
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from yellowstone import serving
 from yellowstone.errors import YellowstoneError
 
 from . import BOOST_HANDLER_FILE
@@ -60,27 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="example input shape (batch first); needed for --precompile unless "
                         "the config file has it")
     g.add_argument("--input-dtype", default=None)
-    g.add_argument("--backends", default=None, help="e.g. onnxruntime,openvino")
-    g.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "int8"])
-    g.add_argument("--task", default=None,
-                   choices=["auto", "classification", "embedding", "regression"],
-                   help="what the outputs mean: the accuracy measure for bf16/fp16/int8")
-    g.add_argument("--batch-sizes", default=None, help="e.g. 1,8 (default: 1 and batchSize)")
-    g.add_argument("--time-budget", type=float, default=None, metavar="S")
-    g.add_argument("--cache-dir", default=None, help="compile cache shared by the workers")
     g.add_argument("--precompile", action="store_true",
                    help="compile here and ship the artifacts in the archive")
     g.add_argument("-q", "--quiet", action="store_true")
+    serving.add_boost_flags(p)  # one per BoostConfig field, spelled as it (--time_budget_s)
     return p
 
 
 def _section_from_args(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """The config file's ``yellowstone:`` section with the flags given on top of it."""
     section = dict(config.get(SECTION) or {})
-    overrides = {"input_shape": args.input_shape, "input_dtype": args.input_dtype,
-                 "backends": args.backends, "precision": args.precision, "task": args.task,
-                 "batch_sizes": args.batch_sizes, "time_budget_s": args.time_budget,
-                 "cache_dir": args.cache_dir}
-    section.update({k: v for k, v in overrides.items() if v is not None})
+    plugin = {"input_shape": args.input_shape, "input_dtype": args.input_dtype}
+    section.update({k: v for k, v in plugin.items() if v is not None})
+    section.update(serving.boost_flags(args))
     if args.handler:
         section["handler"] = _archived_handler_name(args.handler)
     return section

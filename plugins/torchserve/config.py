@@ -116,14 +116,16 @@ def resolve(yaml_config: Mapping[str, Any] | None,
 
     The section's boost options are the server-config layer of ``yellowstone.serving
     .boost_config`` (over ``YELLOWSTONE_*``, over the defaults; ``YELLOWSTONE_BACKEND=native``
-    wins). Unless the section says otherwise, TorchServe's ``batchSize`` (``batch_size``, the
-    worker's own) adds a batch size, and ``minWorkers`` is the worker count; without it TorchServe
-    starts one worker per core, which stands unless ``YELLOWSTONE_WORKERS`` says otherwise.
+    wins). Unless the section or ``YELLOWSTONE_BATCH_SIZES`` says otherwise, TorchServe's
+    ``batchSize`` (``batch_size``, the worker's own) adds a batch size to 1: a default, so the
+    environment overrides it as it overrides the core's. ``minWorkers`` is the worker count;
+    without it TorchServe starts one worker per core, which stands unless
+    ``YELLOWSTONE_WORKERS`` says otherwise.
     """
     yaml_config = yaml_config or {}
     settings = parse_section(yaml_config.get(SECTION))
     section = dict(settings.boost)
-    if "batch_sizes" not in section:
+    if "batch_sizes" not in section and "YELLOWSTONE_BATCH_SIZES" not in os.environ:
         try:
             batch = int(batch_size or yaml_config.get("batchSize") or 1)
         except (TypeError, ValueError) as exc:
@@ -136,7 +138,6 @@ def resolve(yaml_config: Mapping[str, Any] | None,
     config = serving.boost_config(section=section)
     if "workers" not in section and not os.environ.get("YELLOWSTONE_WORKERS"):
         # Neither the section, minWorkers nor the environment: TorchServe's default, one
-        # worker per core (the JVM counts cores cgroup-aware, as plan_threads does).
-        config = serving.boost_config(section={**section,
-                                               "workers": serving.plan_threads().cores})
+        # worker per core (the JVM counts cores cgroup-aware, as host_cores does).
+        config = serving.boost_config(section={**section, "workers": serving.host_cores()})
     return settings, config

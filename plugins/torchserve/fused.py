@@ -30,6 +30,9 @@ from typing import Any
 
 import torch
 
+from yellowstone import serving
+from yellowstone.spec import TensorSpec
+
 logger = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -231,6 +234,15 @@ class FusedPreprocess:
 
 
 def example_input(pipeline: ImagePipeline) -> torch.Tensor:
-    """A fresh random uint8 batch of one, over the full 0..255 range, shaped like the crops."""
+    """A fresh random uint8 batch of one, over the full 0..255 range, shaped like the crops.
+
+    Drawn by the serving layer's example-input maker, which takes an integer input's range
+    from the example values it is given: here, the two ends of the pixel range.
+    """
+    import numpy as np
+
     height, width = pipeline.crop_hw
-    return torch.randint(0, 256, (1, height, width, 3), dtype=torch.uint8)
+    spec = TensorSpec(name="pixels", shape=(1, height, width, 3), dtype="uint8")
+    pixel_range = np.array([[0, 255]], dtype=np.uint8)
+    feeds = serving.example_feeds([spec], like={spec.name: pixel_range})
+    return torch.from_numpy(feeds[spec.name])

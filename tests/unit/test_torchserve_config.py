@@ -174,9 +174,11 @@ def test_metrics_bridge_writes_torchserve_names_and_dimensions():
         bridge.flush()
         metrics.emit(metrics.FALLBACKS, 1, model="m", backend="tvm", reason="compile")
         metrics.emit(metrics.INFERENCE_MS, 2.0, "ms", model="m", backend="openvino")
-        metrics.emit(metrics.BACKEND_IN_USE, 0, "gauge", model="m", backend="tvm")  # not sent
+        metrics.emit(metrics.BACKEND_IN_USE, 0, "gauge", model="m", backend="tvm")  # a gauge's 0 too
         metrics.emit(metrics.BACKEND_IN_USE, 1, "gauge", model="m", backend="openvino")
-        metrics.emit("yellowstone_something_else", 1)  # not a TorchServe metric
+        metrics.emit(metrics.RECOVERIES, 1, model="m", backend="openvino")
+        metrics.emit(metrics.CACHE_DISCARDS, 1, reason="manifest")  # no backend: none added
+        metrics.emit("yellowstone_something_else", 1, kind="x")  # a plugin's own: named alike
     finally:
         bridge.detach()
     metrics.emit(metrics.INFERENCE_MS, 3.0, "ms", model="m", backend="openvino")  # detached
@@ -184,7 +186,11 @@ def test_metrics_bridge_writes_torchserve_names_and_dimensions():
         ("time", "YellowstoneCompileTime", 1.5, {"Backend": "openvino"}, "s"),
         ("counter", "YellowstoneFallbacks", 1, {"Backend": "tvm", "Reason": "compile"}),
         ("time", "YellowstoneInferenceTime", 2.0, {"Backend": "openvino"}, "ms"),
+        ("gauge", "YellowstoneBackendInUse", 0, {"Backend": "tvm"}),
         ("gauge", "YellowstoneBackendInUse", 1, {"Backend": "openvino"}),
+        ("counter", "YellowstoneRecoveries", 1, {"Backend": "openvino"}),
+        ("counter", "YellowstoneCacheDiscards", 1, {"Reason": "manifest"}),
+        ("counter", "YellowstoneSomethingElse", 1, {"Kind": "x"}),
     ]
 
 

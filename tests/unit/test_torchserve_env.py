@@ -64,3 +64,15 @@ def test_kill_switch_through_initialize_never_compiles(monkeypatch, tmp_path):
                     if c.backend != "native" and c.compile_s is not None]
     finally:
         handler._bridge.detach()
+
+
+def test_batch_sizes_from_the_environment_win_over_batch_size(monkeypatch):
+    """``batchSize`` only adds a default batch size; ``YELLOWSTONE_BATCH_SIZES`` overrides it."""
+    yaml_config = {"batchSize": 8, "yellowstone": {"handler": "image_classifier"}}
+    _, config = resolve(yaml_config)
+    assert config.batch_sizes == (1, 8)
+    monkeypatch.setenv("YELLOWSTONE_BATCH_SIZES", "2,4")
+    _, config = resolve(yaml_config, batch_size=8)
+    assert config.batch_sizes == (2, 4) == resolve_config().batch_sizes
+    _, config = resolve({**yaml_config, "yellowstone": {"batch_sizes": "1,16"}})
+    assert config.batch_sizes == (1, 16)  # the section still beats the environment

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
+
+from yellowstone.serving import host_cores
 
 from ..textproto import StartupError
 
@@ -75,7 +76,7 @@ class QueueOptions:
 class SchedulerOptions:
     """The shared scheduler's parameters: its threads and their pool's name."""
 
-    num_batch_threads: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    num_batch_threads: int = dataclasses.field(default_factory=host_cores)
     thread_pool_name: str = "batch_threads"
 
     def __post_init__(self) -> None:

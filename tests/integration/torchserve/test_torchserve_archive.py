@@ -36,7 +36,7 @@ def setup(tmp_path_factory, models):
     ts = TorchServe(root, cache)
     common = ["--serialized-file", str(models["cnn_state"]), "--model-file", str(models["cnn_file"]),
               "--handler", "image_classifier", "--export-path", str(ts.store),
-              "--backends", FAST["backends"], "--time-budget", str(FAST["time_budget_s"])]
+              "--backends", FAST["backends"], "--time_budget_s", str(FAST["time_budget_s"])]
     proc = _archive_cli(["--model-name", "pre", *common, "--input-shape", "1,3,224,224",
                          "--precompile", "-q"],
                         {"YELLOWSTONE_CACHE_DIR": str(root / "build-cache"),
