@@ -31,6 +31,14 @@ from ..cache import file_lock
 from ..errors import CompilationError, ConversionError, missing_extra
 from . import distribution_version, module_available
 from .base import Availability, CompiledModel, CompileRequest
+from .lengths import (
+    bucket_sizes,
+    bucketed_dim,
+    load_buckets,
+    output_axes,
+    read_plan,
+    write_plan,
+)
 
 if TYPE_CHECKING:
     from ..model import ModelHandle
@@ -103,16 +111,17 @@ class TvmBackend:
         return None if precision == "fp32" else f"tvm serves fp32 only; {precision} is not wired"
 
     def supports(self, model: ModelHandle) -> str | None:
-        """Any model whose only dynamic dim is the batch (which is bucketed).
+        """Any model whose dims are static but for the batch and at most one masked length.
 
-        Dynamic dims beyond the batch (``seq``, ``h``) are declined rather than bucketed:
-        padding along them is only correct for masked inputs, which a model's signature does
-        not tell, and untuned symbolic kernels run slowly.
+        Untuned symbolic kernels run slowly, so every dynamic dim is built static: the batch
+        per bucket of ``batch_sizes``, and a dim beyond it (``seq``) per length bucket
+        (``lengths.py``), which is only correct where a padding mask shares that dim. Image
+        sizes (``h``, ``w``) and other unmasked dims are declined with the reason.
         """
-        dims = getattr(model, "dim_ranges", {})
-        if dims:
-            return (f"dynamic non-batch dims need one build per size, which tvm does not do "
-                    f"({', '.join(dims)}); give them static sizes to try tvm")
+        if getattr(model, "dim_ranges", {}):
+            dim, why = bucketed_dim(model)
+            if dim is None:
+                return f"{why}; give them static sizes to try tvm"
         return None
 
     def _target(self, request: CompileRequest) -> tuple[Any, str]:
@@ -125,9 +134,17 @@ class TvmBackend:
         return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
                                   "num-cores": request.threads or 0}), device
 
-    def _import(self, model: ModelHandle, request: CompileRequest) -> Any:
+    def _import(self, model: ModelHandle, request: CompileRequest,
+                sizes: Mapping[str, int] | None = None) -> Any:
+        """The Relax module with every dynamic dim bound.
+
+        The batch is bound to ``request.batch`` and each named dim to its size in ``sizes``.
+        """
         from tvm import relax
 
+        sizes = dict(sizes or {})
+        if request.batch is not None and model.batched:
+            sizes["batch"] = request.batch
         try:
             if model.framework == "torch" and model.kind != "torchscript":
                 from tvm.relax.frontend.torch import from_exported_program
@@ -135,18 +152,18 @@ class TvmBackend:
                 ep = model.exported_program(dynamic_batch=True)  # type: ignore[attr-defined]
                 mod = from_exported_program(ep, keep_params_as_input=False,
                                             unwrap_unit_return_tuple=True)
-                if request.batch is not None and model.batched:
-                    # Specialise the symbolic batch dim to this bucket.
-                    # Symbolic vars are defined in parameter order: dim 0 of input 0 first.
-                    sym = relax.analysis.defined_symbolic_vars(mod["main"])
-                    if sym:
-                        mod = relax.transform.BindSymbolicVars({sym[0].name: request.batch})(mod)
+                bind = _symbol_sizes(ep, model, sizes)
+                sym = relax.analysis.defined_symbolic_vars(mod["main"])
+                if not bind and list(sizes) == ["batch"] and len(sym) == 1:
+                    bind = {sym[0].name: sizes["batch"]}  # the batch is the only symbol
+                if bind:
+                    mod = relax.transform.BindSymbolicVars(bind)(mod)
                 return mod
             import onnx
             from tvm.relax.frontend.onnx import from_onnx
 
             proto = onnx.load(str(model.onnx_path(dynamic_batch=True)))
-            shapes = {s.name: [d if isinstance(d, int) else 1 for d in s.shape]
+            shapes = {s.name: [d if isinstance(d, int) else sizes.get(str(d), 1) for d in s.shape]
                       for s in model.specs_for(request.batch)}
             dtypes = {s.name: s.dtype for s in model.inputs}
             return from_onnx(proto, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
@@ -161,9 +178,36 @@ class TvmBackend:
             raise missing_extra("tvm", "tvm")
         if request.precision != "fp32":
             raise CompilationError(f"tvm backend serves fp32 only; {request.precision} is not wired")
+        dim = bucketed_dim(model)[0] if getattr(model, "dim_ranges", {}) else None
+        if dim is not None:
+            return self._compile_lengths(model, request, workdir, dim)
+        self._build(self._import(model, request), request, workdir / "model.so")
+        return self.load(model, request, workdir)
+
+    def _compile_lengths(self, model: ModelHandle, request: CompileRequest, workdir: Path,
+                         dim: str) -> CompiledModel:
+        """One static build per length bucket of ``dim``, each timed once at its length."""
+        lo, hi = model.dim_ranges[dim]
+        sizes = bucket_sizes(lo, hi)
+        builds: dict[int, CompiledModel] = {}
+        for size in sizes:
+            logger.info("tvm: building %s=%d (%d of %d)", dim, size, len(builds) + 1, len(sizes))
+            self._build(self._import(model, request, {dim: size}), request,
+                        workdir / f"model_{size}.so")
+            builds[size] = self._load_one(model, workdir, f"model_{size}.so")
+        p50 = {size: _p50(build, model.random_feeds(batch=request.batch or 1, seed=size,
+                                                    dims={dim: size}))
+               for size, build in builds.items()}
+        write_plan(workdir, dim, sizes, output_axes(builds, model, dim, request.batch), p50)
+        logger.info("tvm: %s buckets %s, p50 ms %s", dim, sizes,
+                    ", ".join(f"{k}: {v:.2f}" for k, v in p50.items()))
+        return self.load(model, request, workdir)
+
+    def _build(self, mod: Any, request: CompileRequest, path: Path) -> None:
+        """Build ``mod`` for the target and export the library to ``path``."""
         import tvm
 
-        mod = self._import(model, request)
+        workdir = path.parent
         target, device = self._target(request)
         try:
             if device == "cuda":
@@ -182,11 +226,10 @@ class TvmBackend:
                 ex = self._tuned_build(mod, target, trials, request, workdir)
             else:
                 ex = tvm.compile(mod, target=target)
-            ex.export_library(str(workdir / "model.so"))
+            ex.export_library(str(path))
         except Exception as exc:
             raise CompilationError(f"tvm build failed: {type(exc).__name__}: {exc}") from exc
         (workdir / "device").write_text(device)
-        return self.load(model, request, workdir)
 
     def _tuned_build(self, mod: Any, target: Any, trials: int, request: CompileRequest,
                      workdir: Path) -> Any:
@@ -234,17 +277,52 @@ class TvmBackend:
         return tvm.compile(mod, target=target)
 
     def load(self, model: ModelHandle, request: CompileRequest, workdir: Path) -> CompiledModel:
-        """Load ``model.so`` from ``workdir``."""
+        """Load ``model.so`` from ``workdir`` (or each length bucket's library)."""
         if not module_available("tvm"):
             raise missing_extra("tvm", "tvm")
+        plan = read_plan(workdir)
+        if plan is not None:
+            return load_buckets(model, plan,
+                                lambda size: self._load_one(model, workdir, f"model_{size}.so"))
+        return self._load_one(model, workdir, "model.so")
+
+    @staticmethod
+    def _load_one(model: ModelHandle, workdir: Path, name: str) -> TvmCompiled:
         import tvm
 
         try:
-            lib = tvm.runtime.load_module(str(workdir / "model.so"))
+            lib = tvm.runtime.load_module(str(workdir / name))
         except Exception as exc:
             raise CompilationError(f"tvm could not load the library: {exc}") from exc
         device = (workdir / "device").read_text().strip() if (workdir / "device").exists() else "cpu"
         return TvmCompiled(lib, [s.name for s in model.inputs], device)
+
+
+def _p50(build: CompiledModel, feeds: Mapping[str, np.ndarray]) -> float:
+    """A short p50 of one length bucket (ms), for the plan and the log."""
+    from ..bench import measure
+
+    return measure(lambda: build.run(feeds), budget_s=0.1, warmup=1).p50_ms
+
+
+def _symbol_sizes(ep: Any, model: ModelHandle, sizes: Mapping[str, int]) -> dict[str, int]:
+    """torch.export's symbol for each dim in ``sizes`` (``batch`` or a named dim) -> its size.
+
+    TVM names its symbolic vars after torch's symbols (``s23``), in no fixed order, so each is
+    found through the input placeholder and axis that carry the dim.
+    """
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    out: dict[str, int] = {}
+    for spec in model.inputs:
+        node = placeholders.get(spec.name)
+        if node is None or "val" not in node.meta:
+            continue
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, str) and dim in sizes:
+                sym = node.meta["val"].shape[axis]
+                if not isinstance(sym, int):
+                    out[str(sym)] = sizes[dim]
+    return out
 
 
 def tuning_dir(request: CompileRequest, target: Any) -> Path:

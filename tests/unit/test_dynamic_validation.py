@@ -108,12 +108,12 @@ def test_specs_keep_names_ranges_and_ties(handle):
     assert handle.trace_dims(2) == {"seq": 10}
 
 
-def test_anonymous_dims_get_their_own_names():
+def test_anonymous_dims_of_one_example_length_are_one_dim():
     h = SeqModel()
     h.apply_specs(parse_specs([[-1, -1], [-1, -1]], where="test"))  # positional, anonymous
-    assert [s.shape for s in h.inputs] == [("batch", "ids_dim1"), ("batch", "mask_dim1")]
-    assert h.dim_ranges == {"ids_dim1": (1, 512), "mask_dim1": (1, 512)}  # the default range
-    assert set(h.trace_dims(2).values()) == {10, 3}  # distinct sizes, neither 1 nor the batch
+    assert [s.shape for s in h.inputs] == [("batch", "ids_dim1"), ("batch", "ids_dim1")]
+    assert h.dim_ranges == {"ids_dim1": (1, 512)}  # the default range
+    assert h.trace_dims(2) == {"ids_dim1": 10}
 
 
 def test_example_outside_the_specs_is_a_config_error():
@@ -193,6 +193,9 @@ def test_candidate_right_only_at_the_example_length_is_rejected(handle, cache_di
         boosted.run(handle.random_feeds(batch=1, seed=0, dims={"seq": 100}))
 
 
-def test_tvm_declines_dynamic_dims_with_a_reason(handle):
+def test_tvm_buckets_a_masked_length_and_declines_other_dims(handle):
     assert TvmBackend().supports(SeqModel()) is None
-    assert "dynamic non-batch dims need" in TvmBackend().supports(handle)
+    assert TvmBackend().supports(handle) is None  # seq is masked: one build per length bucket
+    unmasked = SeqModel()
+    unmasked.apply_specs(parse_specs(["ids:-1xseq=1..64:int64"], where="test"))
+    assert "carries no padding mask" in TvmBackend().supports(unmasked)
