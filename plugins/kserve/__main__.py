@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -54,14 +55,54 @@ def boost_options(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+GRPC_AIO_LOGGER = "grpc._cython.cygrpc"  # where grpc's asyncio server logs a failed call
+
+
+class UnparsedRequestLogFilter(logging.Filter):
+    """On grpc's asyncio server logger: a request whose bytes do not parse becomes one WARNING line.
+
+    KServe builds its gRPC server itself (``kserve.protocol.grpc.server.GRPCServer``: its own
+    interceptors over its generated handlers), so the predictor cannot wrap the request
+    deserializer without forking KServe. grpc then answers such a request UNKNOWN
+    ("Unexpected <class 'DecodeError'>: ...") and logs the deserializer's traceback at ERROR for
+    each one. The answer stays KServe's; the record becomes
+    ``<method>: UNKNOWN: cannot parse the request: <error>`` without its traceback, in the
+    manner of ``errors.ClientErrorLogFilter`` for KServe's own 400s.
+    """
+
+    _METHOD = re.compile(r"\[(/[^\]]+)\]")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from google.protobuf.message import DecodeError
+
+        exc = record.exc_info[1] if isinstance(record.exc_info, tuple) else None
+        if not isinstance(exc, DecodeError):
+            return True
+        found = self._METHOD.search(record.getMessage())
+        record.msg = "%s: UNKNOWN: cannot parse the request: %s"
+        record.args = (found.group(1) if found else "gRPC", " ".join(str(exc).split())[:500])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _configure_logging() -> None:
-    ys = logging.getLogger("yellowstone")
-    if not ys.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        ys.addHandler(handler)
-        ys.setLevel(logging.INFO)
-        ys.propagate = False
+    """Yellowstone's records at INFO and grpc's asyncio server's at WARNING, on stderr.
+
+    KServe's log config gives neither the root logger nor grpc's a handler (grpc's has a
+    ``NullHandler``), so without one here a failed gRPC call would leave no trace at all.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name, level in (("yellowstone", logging.INFO), (GRPC_AIO_LOGGER, logging.WARNING)):
+        target = logging.getLogger(name)
+        if not target.handlers:
+            target.addHandler(handler)
+            target.setLevel(level)
+            target.propagate = False
+    grpc_aio = logging.getLogger(GRPC_AIO_LOGGER)
+    if not any(isinstance(f, UnparsedRequestLogFilter) for f in grpc_aio.filters):
+        grpc_aio.addFilter(UnparsedRequestLogFilter())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ KServe's storage initializer copies ``storageUri`` to ``/mnt/models``. What may 
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +35,8 @@ CONFIG_NAMES = ("yellowstone.yaml", "yellowstone.yml")
 MODEL_SUFFIXES = {".onnx": "onnx", ".pt2": "torch.export", ".pt": "torchscript",
                   ".pth": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 PLUGIN_KEYS = ("inputs", "signature", "examples")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -173,11 +175,23 @@ def read_options(layout: ModelLayout) -> ModelOptions:
 
 
 def artifact_inputs(artifact_dir: Path | None) -> tuple[TensorSpec, ...]:
-    """The input specs an artifact directory recorded (they name a TorchScript model's inputs)."""
+    """The input specs an artifact directory recorded (they name a TorchScript model's inputs).
+
+    Read as the core reads the directory when it loads it: the manifest verified first, then
+    ``yellowstone.json`` checked key by key. Whatever is wrong with it (unreadable, tampered,
+    malformed), no specs come from it, with one WARNING naming the file: the core then finds
+    the directory unusable too and builds the model here or serves it on its framework.
+    """
     if artifact_dir is None:
         return ()
+    from yellowstone.artifact_dir import ArtifactMeta
+    from yellowstone.cache import verify_manifest
+
     try:
-        meta = json.loads((artifact_dir / ARTIFACT_MARKER).read_text())
-        return tuple(TensorSpec.from_dict(d) for d in meta.get("inputs", []))
-    except (OSError, ValueError, KeyError, TypeError):
-        return ()  # the core reports an unusable artifact directory when it loads it
+        verify_manifest(artifact_dir)
+        meta = ArtifactMeta.read(artifact_dir)
+        return tuple(TensorSpec.from_dict(d) for d in meta.inputs)
+    except Exception as exc:  # noqa: BLE001 - any problem: no specs, never a crashed predictor
+        logger.warning("%s: no input specs taken from it: %s: %s", artifact_dir / ARTIFACT_MARKER,
+                       type(exc).__name__, exc)
+        return ()

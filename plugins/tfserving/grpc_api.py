@@ -242,6 +242,49 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return resp
 
 
+class _Unparsed:
+    """What the request deserializer returns for bytes that are not the method's message."""
+
+    __slots__ = ("size", "error")
+
+    def __init__(self, size: int, error: Exception):
+        self.size, self.error = size, error
+
+
+class UnparsedRequests(grpc.ServerInterceptor):
+    """Requests whose bytes do not parse: INTERNAL, as tensorflow_model_server answers, in one log line.
+
+    tensorflow_model_server answers a request it cannot deserialize INTERNAL (gRPC C++'s
+    ``proto_utils.h``: ``ParseFromCodedStream`` failing is ``StatusCode::INTERNAL``), so that
+    code stays, though the client is at fault. gRPC's Python server would answer INTERNAL too,
+    but log a traceback at ERROR (``grpc._common``: "Exception deserializing message!") for
+    every such request; here the deserializer never raises, and the answer is logged as one
+    WARNING naming the method.
+    """
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behavior, method = handler.request_deserializer, handler.unary_unary, details.method
+
+        def lenient(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception as exc:  # noqa: BLE001 - any bytes that do not parse: the client's
+                return _Unparsed(len(data), exc)
+
+        def answer(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Unparsed):
+                message = f"Cannot parse the request ({request.size} bytes): {request.error}"
+                logger.warning("%s: INTERNAL: %s", method, message)
+                context.abort(grpc.StatusCode.INTERNAL, message)
+            return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            answer, request_deserializer=lenient, response_serializer=handler.response_serializer)
+
+
 DEFAULT_OPTIONS = (("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1))
 
 
@@ -266,7 +309,8 @@ def make_server(
         port: the TCP port (0: a free one; None: no TCP port, only ``extra_addresses``).
         workers: the handler threads.
         credentials: ``grpc.ServerCredentials`` for every port (plaintext when None).
-        interceptors: ``grpc.ServerInterceptor`` s (metrics, logging).
+        interceptors: ``grpc.ServerInterceptor`` s (metrics, logging); they see parsed requests
+            only (:class:`UnparsedRequests` answers the others first).
         options: channel arguments; they replace the defaults (no message size limits) by key.
         extra_addresses: more addresses to listen on, e.g. ``unix:/path/to.sock``.
         generic_handlers: more services (``grpc.GenericRpcHandler``, e.g. health checking).
@@ -280,7 +324,7 @@ def make_server(
     keys = {k for k, _ in options}
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ys-grpc"),
-        interceptors=list(interceptors),
+        interceptors=[UnparsedRequests(), *interceptors],  # the first one wraps the others
         options=[(k, v) for k, v in DEFAULT_OPTIONS if k not in keys] + list(options),
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
