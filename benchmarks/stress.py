@@ -151,7 +151,7 @@ _SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 FALLBACK_NAMES = ("yellowstone_fallbacks_total", "YellowstoneFallbacks")
 IN_USE_NAMES = ("yellowstone_backend_in_use", "YellowstoneBackendInUse")
-DISCARD_NAMES = ("yellowstone_cache_discards_total",)
+DISCARD_NAMES = ("yellowstone_cache_discards_total", "YellowstoneCacheDiscards")
 
 
 def metric_samples(text: str | None, names: Iterable[str]) -> list[tuple[dict[str, str], float]]:
@@ -442,10 +442,15 @@ class ServerStress:
             warned = list(dict.fromkeys(  # TorchServe drops the level: match the message
                 line.strip() for line in log.splitlines()
                 if re.search(r"\b(discarding|refusing)\b.*\b(cache|decision)", line)))
+            # The entry is discarded while the restarted server loads, before the phase's own
+            # scrapes: the count since this (fresh) process started is the one to report.
+            at_start = self.scrape().get("discards") or {}
             row = self.phase(f"tamper:{kind}", seconds=self.s.seconds, extra={
                 "tamper": what, "restart_s": round(start_s, 1), "warnings": warned[:5],
-                "backend_after": self.server.backend()})
-            row["note"] = (f"{what}; restart {start_s:.1f} s; {len(warned)} cache warning(s)"
+                "discards_at_restart": at_start, "backend_after": self.server.backend()})
+            row["note"] = (f"{what}; restart {start_s:.1f} s; "
+                           f"{sum(at_start.values()):g} cache discard(s) counted, "
+                           f"{len(warned)} cache warning(s)"
                            + (f": {clip(warned[0])}" if warned else ""))
         finally:
             tamper.restore(kind, self.cache)
