@@ -16,12 +16,12 @@ It knows no server. A plugin is its protocol codec and its lifecycle over these 
 from __future__ import annotations
 
 from .heap import settle_heap
-from .inputs import example_feeds, parse_specs, read_examples
+from .inputs import example_feeds, nested_shape, parse_specs, read_examples
 from .settings import Section, add_boost_flags, boost_config, boost_flags, split_section
 from .status import Status, status_of
 from .telemetry import MetricsBridge, prometheus_text
 from .threads import ThreadPlan, host_cores, plan_threads
 
 __all__ = ["Section", "split_section", "boost_config", "add_boost_flags", "boost_flags",
-           "parse_specs", "example_feeds", "read_examples", "ThreadPlan", "plan_threads",
+           "parse_specs", "example_feeds", "nested_shape", "read_examples", "ThreadPlan", "plan_threads",
            "host_cores", "Status", "status_of", "MetricsBridge", "prometheus_text", "settle_heap"]

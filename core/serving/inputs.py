@@ -64,6 +64,20 @@ def parse_specs(items: Sequence[Any] | None, *, where: str) -> tuple[TensorSpec,
     return tuple(parse_spec(item, where=f"{where}[{i}]", index=i) for i, item in enumerate(items))
 
 
+def nested_shape(value: Any) -> tuple[int, ...]:
+    """The shape of nested JSON lists along the chain of first elements.
+
+    Ragged lists are not checked here: the tensor conversion refuses them.
+    """
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
+
+
 def example_feeds(specs: Sequence[TensorSpec], *, seed: int | None = None,
                   like: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Fresh random (never all-zero) feeds that fit ``specs``; see ``yellowstone.spec.random_inputs``."""

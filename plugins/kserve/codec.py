@@ -16,6 +16,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from yellowstone.errors import BadRequestError
+from yellowstone.serving.inputs import nested_shape
 from yellowstone.spec import TensorSpec
 
 # numpy dtype name <-> Open Inference Protocol datatype.
@@ -131,6 +132,30 @@ def decode_v1(body: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     else:
         raise BadRequestError("expected 'instances' or 'inputs' in the request body")
     return {name: _as_dtype(values, by_name[name]) for name, values in columns.items()}
+
+
+def v1_shape_groups(body: Any) -> list[list[int]] | None:
+    """Instances of a V1 body grouped by their shapes, where they differ; None otherwise.
+
+    Sentences of several lengths in one ``instances`` list do not stack into one tensor; each
+    group of equal shapes (in order of first appearance) is served as its own batch and every
+    instance is answered in its place, with nothing padded, so no padding can change an answer.
+    None when the body is not an ``instances`` list, or its instances already agree.
+    """
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    rows = body.get("instances") if isinstance(body, Mapping) else None
+    if not isinstance(rows, list) or len(rows) < 2:
+        return None
+    groups: dict[Any, list[int]] = {}
+    for i, row in enumerate(rows):
+        key = (tuple(sorted((k, nested_shape(v)) for k, v in row.items()))
+               if isinstance(row, Mapping) else nested_shape(row))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values()) if len(groups) > 1 else None
 
 
 def encode_v1(outputs: Sequence[np.ndarray], names: Sequence[str], *, rows: bool) -> dict:

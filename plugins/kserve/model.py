@@ -11,6 +11,7 @@ show on KServe's ``/metrics`` (:mod:`.metrics`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -89,12 +90,11 @@ class BoostModel(kserve.Model):
             _settle_tf_import_order()
         logger.info("%s: boosting %s (%s)%s", self.name, layout.model_path, layout.form,
                     f" with artifacts from {layout.artifact_dir}" if layout.artifact_dir else "")
-        model: Any = str(layout.model_path)
         examples = read_examples(opts.examples)
-        if layout.form == "saved_model" and opts.signature != "serving_default":
-            model = yellowstone.load_model(model, examples, input_specs=specs or None,
-                                           signature=opts.signature)
-        boosted = yellowstone.boost(model, examples, config=config, input_specs=specs or None,
+        model = yellowstone.load_model(str(layout.model_path), examples, input_specs=specs or None,
+                                       signature=opts.signature)
+        model.name = self.name  # logs and the yellowstone_* series' model label: KServe's name
+        boosted = yellowstone.boost(model, config=config,
                                     sample_inputs=[examples] if examples else (),
                                     artifact_dir=layout.artifact_dir)
         self.layout, self.boosted = layout, boosted
@@ -160,6 +160,9 @@ class BoostModel(kserve.Model):
             feeds = codec.decode_v2(payload, boosted.inputs)
             codec.requested_outputs(payload, boosted.output_names)
         else:
+            groups = codec.v1_shape_groups(payload) if boosted.handle.batched else None
+            if groups is not None:
+                return await self._predict_v1_groups(boosted, payload, groups, response_headers)
             feeds = codec.decode_v1(payload, boosted.inputs)
         loop = asyncio.get_running_loop()
         # Off the event loop: concurrent requests run side by side in its executor.
@@ -172,6 +175,24 @@ class BoostModel(kserve.Model):
             return codec.encode_v2(payload, self.name, outputs, names,
                                    parameters={"yellowstone_backend": backend})
         return codec.encode_v1(outputs, names, rows=bool(boosted.handle.batched))
+
+
+    async def _predict_v1_groups(self, boosted: Any, payload: Any, groups: list[list[int]],
+                                 response_headers: dict[str, str] | None) -> Any:
+        """V1 instances of several shapes (sentences of several lengths), group by group.
+
+        Each group of equal shapes runs as one batch; the predictions come back in the
+        instances' order.
+        """
+        body = json.loads(payload) if isinstance(payload, (bytes, str)) else payload
+        rows = body["instances"]
+        answers: list[Any] = [None] * len(rows)
+        for group in groups:
+            part = await self._predict(boosted, {"instances": [rows[i] for i in group]},
+                                       response_headers)
+            for i, answer in zip(group, part["predictions"], strict=True):
+                answers[i] = answer
+        return {"predictions": answers}
 
 
 def _install() -> None:

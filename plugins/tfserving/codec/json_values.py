@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from yellowstone.serving.inputs import nested_shape
+
 from ..errors import ServingError
 from .dtypes import (
     DT_BOOL,
@@ -144,13 +146,7 @@ def _leaf(v: Any, dt: int) -> Any:
 
 def dense_shape(value: Any) -> list[int]:
     """GetDenseTensorShape: the sizes along the chain of first elements."""
-    shape = []
-    while isinstance(value, list):
-        shape.append(len(value))
-        if not value:
-            break
-        value = value[0]
-    return shape
+    return list(nested_shape(value))
 
 
 def _build(leaves: list[Any], dt: int, shape: Sequence[int]) -> np.ndarray:

@@ -69,6 +69,7 @@ def _scrape(server) -> dict[str, dict[tuple, float]]:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name.startswith("yellowstone_") and "model" in s.labels:
+                assert s.labels["model"] == NAME, s  # KServe's name for the model, as clients use
                 key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "model"))
                 out.setdefault(s.name, {})[key] = s.value
     return out

@@ -207,6 +207,22 @@ def test_padding_within_a_request_keeps_each_rows_meaning(server, framework, bod
     assert _cosines(framework(alone), got[1:]).min() >= 0.9999
 
 
+def test_v1_instances_of_several_lengths_are_each_answered_as_alone(server, framework, body_ids):
+    """Sentences of 3, 40 and 3 tokens in one V1 body, unpadded: each instance's embedding is
+    the one its own tokens give, in the order sent."""
+    import requests
+
+    lengths = (3, 40, 3)
+    rows = [{k: v[0, :n].tolist() for k, v in _batch(body_ids, n).items()} for n in lengths]
+    r = requests.post(f"{server.base_url}/v1/models/{NAME}:predict",
+                      json={"instances": rows}, timeout=120)
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json()["predictions"], np.float32)
+    for i, row in enumerate(rows):
+        alone = {k: np.asarray([v], np.int64) for k, v in row.items()}
+        assert _cosines(framework(alone), got[i:i + 1]).min() >= 0.9999, lengths[i]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_beyond_the_range_is_the_clients_error_naming_it(server, framework, body_ids, protocol):
     status, message = _infer(server, protocol, _batch(body_ids, TOO_LONG))
