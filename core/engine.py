@@ -227,9 +227,10 @@ class BoostRun:
             return None
         try:
             stored = read_decision(decision, names)
-        except CacheError as exc:
+        except CacheError as exc:  # the search below stores a new decision in its place
             logger.warning("%s: ignoring the cached decision (%s); searching again",
                            self.handle.name, exc)
+            metrics.emit(metrics.CACHE_DISCARDS, 1, reason="schema")
             return None
         dispatch = self.dispatch_or_single(stored.dispatch, stored.backend)
         buckets = {n: b for n, b in stored.routes.items() if n in dispatch.values()}

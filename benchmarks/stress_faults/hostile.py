@@ -178,9 +178,11 @@ class RestProtocol(Protocol):
 class TorchServeRest(RestProtocol):
     """TorchServe's inference API; the handler reads one JSON row per request (batching is TS's)."""
 
+    # No inf_1e400 or booleans: TorchServe hands the body to the handler, and JSON's 1e400
+    # (inf) and true/false are values a handler may take; only TF Serving defines them as errors.
     name, codec = "torchserve-rest", "ts"
     kinds = ("malformed_json", "wrong_shape", "wrong_dtype", "missing_input", "unknown_model",
-             "huge_dims", "deep_nesting", "non_numeric", "inf_1e400", "booleans",
+             "huge_dims", "deep_nesting", "non_numeric",
              "truncated_body", "bad_content_length", "empty_body")
 
     def path_for(self, model_name: str) -> str:
@@ -206,11 +208,12 @@ class TorchServeRest(RestProtocol):
 class KServeRest(RestProtocol):
     """KServe's V2 (Open Inference Protocol) REST; good requests alternate with V1."""
 
+    # No inf_1e400 or booleans: KServe reads V1/V2 JSON numbers with Python's json and NumPy,
+    # which take 1e400 (inf) and true/false for numbers; only TF Serving refuses them.
     name, codec = "kserve-rest", "v2"
     kinds = ("malformed_json", "wrong_shape", "wrong_dtype", "missing_input", "unknown_model",
-             "huge_dims", "negative_dims", "deep_nesting", "non_numeric", "inf_1e400",
-             "booleans", "truncated_body", "bad_content_length", "empty_body",
-             "content_mismatch")
+             "huge_dims", "negative_dims", "deep_nesting", "non_numeric",
+             "truncated_body", "bad_content_length", "empty_body", "content_mismatch")
 
     def path_for(self, model_name: str) -> str:
         return f"/v2/models/{model_name}/infer"

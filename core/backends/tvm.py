@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -243,7 +244,8 @@ class TvmBackend:
         from tvm.s_tir import meta_schedule as ms
 
         tdir = tuning_dir(request, target)
-        tdir.mkdir(parents=True, exist_ok=True)
+        tdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(tdir, 0o700)  # records beside the cache are private like its entries
         with target:
             mod = tvm.transform.Sequential([
                 relax.transform.DecomposeOpsForInference(),

@@ -43,7 +43,10 @@ def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
     found in its installed wheel and loaded with ``dlopen`` once per process (:func:`runtime`).
     """
     out = Path(out_dir) if out_dir else _build_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    if out_dir is None:
+        _private_dir(out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
     cc = os.environ.get("CC", "cc")
     flags = ["-O2", "-std=gnu11", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra"]
     shim = [str(CSRC / name) for name in SHIM_SOURCES]
@@ -79,6 +82,16 @@ def build(out_dir: str | os.PathLike[str] | None = None) -> Path:
     return out
 
 
+def _private_dir(path: Path) -> None:
+    """Make ``path`` a directory only this user can write, or refuse it: native code loads from it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.lstat()
+    if path.is_symlink() or st.st_uid != os.getuid():
+        raise BackendUnavailableError(f"{path}: not a directory of this user's; refusing to build "
+                                      "or load the shim there (set YELLOWSTONE_CACHE_DIR)")
+    os.chmod(path, 0o700)
+
+
 @functools.cache
 def binding() -> ModuleType:
     """The ``_ysshim`` extension module (built by pip, else compiled here once)."""
@@ -86,8 +99,8 @@ def binding() -> ModuleType:
         return importlib.import_module("yellowstone.plugins.tfserving._ysshim")
     except ImportError:
         logger.info("the shim binding is not built; compiling it with the C compiler")
-    out = build()
-    path = next(iter(glob.glob(str(out / "_ysshim*.so"))))
+    out = build()  # compiled afresh in a private directory, then loaded by its exact name
+    path = out / f"_ysshim{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
     spec = importlib.util.spec_from_file_location("yellowstone.plugins.tfserving._ysshim", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -134,3 +134,26 @@ class FakeBackend:
     def _load(self, model, request, workdir):
         return FakeCompiled(model, workdir / "weights.npz", self.offset, self.delay,
                             request.batch, self.fail_at_run, self.noise)
+
+
+class TorchServeMetricsCache:
+    """TorchServe's metrics cache as the metrics bridge calls it: records every call."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def add_counter(self, name, value, idx, dims):
+        self.calls.append(("counter", name, value, {d.name: d.value for d in dims}))
+
+    def add_time(self, name, value, idx, unit, dims):
+        self.calls.append(("time", name, value, {d.name: d.value for d in dims}, unit))
+
+    def add_metric(self, name, value, unit, idx, dims, kind):
+        self.calls.append(("gauge", name, value, {d.name: d.value for d in dims}))
+
+
+class TorchServeContext:
+    """The part of TorchServe's context the metrics bridge uses."""
+
+    def __init__(self):
+        self.metrics = TorchServeMetricsCache()

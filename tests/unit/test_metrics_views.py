@@ -15,7 +15,7 @@ from yellowstone import metrics
 from yellowstone.backends import register_backend, unregister_backend
 from yellowstone.serving import telemetry
 
-from .fakes import FakeBackend, NumpyModel
+from .fakes import FakeBackend, NumpyModel, TorchServeContext
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -49,27 +49,6 @@ def _for(model: str, views: dict[str, tuple[str, str, list]]) -> dict[str, list]
             if dict(labels).get("model") == model:
                 out.setdefault(name, []).append(({k: v for k, v in labels if k != "model"}, value))
     return out
-
-
-class _Cache:
-    """TorchServe's metrics cache, as the bridge calls it."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-
-    def add_counter(self, name, value, idx, dims):
-        self.calls.append(("counter", name, value, {d.name: d.value for d in dims}))
-
-    def add_time(self, name, value, idx, unit, dims):
-        self.calls.append(("time", name, value, {d.name: d.value for d in dims}))
-
-    def add_metric(self, name, value, unit, idx, dims, kind):
-        self.calls.append(("gauge", name, value, {d.name: d.value for d in dims}))
-
-
-class _Ctx:
-    def __init__(self):
-        self.metrics = _Cache()
 
 
 def test_every_core_series_is_described():
@@ -147,10 +126,11 @@ def test_fallback_and_recovery_on_every_view(flaky):
     the text, the collector and the TorchServe bridge each count the runtime fallbacks and the
     recovery, and name the backend serving at each step (a gauge's 0 included)."""
     pytest.importorskip("ts")
-    ctx = _Ctx()
+    ctx = TorchServeContext()
     bridge = TorchServeMetrics(lambda: ctx, lambda: "flaky-s16").attach()
     try:
         model = NumpyModel(seed=16)
+        model.name = "metrics-views"  # the series are process-wide: this test's model alone
         boosted = yellowstone.boost(model, backends="flaky-s16", max_runtime_failures=2,
                                     breaker_backoff_s=0.1, breaker_backoff_max_s=0.2,
                                     time_budget_s=0.05, validation_rounds=1)

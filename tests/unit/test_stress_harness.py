@@ -56,9 +56,13 @@ def test_rest_kinds_are_malformed_as_named(proto, model):
     assert model.name not in reqs["unknown_model"].path.replace(hostile.UNKNOWN_MODEL, "")
     deep = reqs["deep_nesting"].body
     assert deep.count(b"[") >= hostile.NESTING - 1 and not _json_ok(deep)  # RecursionError
-    assert b"1e400" in reqs["inf_1e400"].body
-    assert json.loads(reqs["inf_1e400"].body.decode()) is not None  # parses, to inf
-    assert b"true" in reqs["booleans"].body and b"null" in reqs["non_numeric"].body
+    assert b"null" in reqs["non_numeric"].body
+    if proto == "tfserving-rest":  # errors in TF Serving alone; the others take these values
+        assert b"1e400" in reqs["inf_1e400"].body
+        assert json.loads(reqs["inf_1e400"].body.decode()) is not None  # parses, to inf
+        assert b"true" in reqs["booleans"].body
+    else:
+        assert not {"inf_1e400", "booleans"} & set(p.kinds)
     huge = reqs["huge_dims"].body
     assert len(huge) > 100_000 or str(hostile.HUGE_DIM).encode() in huge
 

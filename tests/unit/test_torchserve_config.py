@@ -11,6 +11,8 @@ from yellowstone.errors import ConfigError
 from yellowstone.plugins.torchserve.config import PLUGIN_KEYS, parse_section, resolve
 from yellowstone.spec import TensorSpec
 
+from .fakes import TorchServeContext
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
@@ -142,30 +144,11 @@ def test_example_inputs_are_fresh_random(form):
         assert all(isinstance(a, torch.Tensor) for a in first)
 
 
-class _Cache:
-    def __init__(self):
-        self.calls: list[tuple] = []
-
-    def add_counter(self, name, value, idx, dims):
-        self.calls.append(("counter", name, value, {d.name: d.value for d in dims}))
-
-    def add_time(self, name, value, idx, unit, dims):
-        self.calls.append(("time", name, value, {d.name: d.value for d in dims}, unit))
-
-    def add_metric(self, name, value, unit, idx, dims, kind):
-        self.calls.append(("gauge", name, value, {d.name: d.value for d in dims}))
-
-
-class _Ctx:
-    def __init__(self):
-        self.metrics = _Cache()
-
-
 def test_metrics_bridge_writes_torchserve_names_and_dimensions():
     pytest.importorskip("ts")
     from yellowstone.plugins.torchserve.metrics import TorchServeMetrics
 
-    ctx, backend = _Ctx(), ["pending"]
+    ctx, backend = TorchServeContext(), ["pending"]
     bridge = TorchServeMetrics(lambda: ctx, lambda: backend[0]).attach()
     try:
         metrics.emit(metrics.COMPILE_SECONDS, 1.5, "s", model="m")  # before the boost returns
