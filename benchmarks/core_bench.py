@@ -59,6 +59,10 @@ def one_run(name: str, precision: str, backends: str, sizes: str, budget: float,
     t0 = time.perf_counter()
     model, example, boosted = _boost(name, precision, backends, sizes, budget, cache)
     rep = boosted.report.to_dict()
+    reduced = rep.pop("precision_fallback", None)
+    if reduced:  # no candidate at this precision beat native: fp32 serves; show both
+        rep = {**reduced, "fp32_fallback": {k: rep[k] for k in ("chosen", "candidates",
+                                                                  "dispatch")}}
     rep["model"] = name
     rep["wall_s"] = round(time.perf_counter() - t0, 1)
     rep["gflop"] = model_gflop(model, example)
@@ -260,7 +264,8 @@ def markdown(reports: list[dict], machine: str, roofline: dict | None, wall_s: f
 
 def served_at(rep: dict, b: int) -> dict | None:
     """The candidate serving batch size ``b``: the one ``dispatch`` names (per-batch dispatch),
-    else the chosen one."""
+    else the chosen one; the fp32 search's when a reduced precision fell back to it."""
+    rep = rep.get("fp32_fallback") or rep
     chosen = next((c for c in rep["candidates"] if c["status"] == "chosen"), None)
     name = (rep.get("dispatch") or {}).get(str(b))
     if name is None or chosen is None or name == chosen["backend"]:
@@ -270,10 +275,12 @@ def served_at(rep: dict, b: int) -> dict | None:
 
 def serves_label(rep: dict, sizes: list[int]) -> str:
     """What serves: the chosen backend, with the sizes another backend serves in brackets."""
+    fallback = " (fp32: no candidate beat native)" if rep.get("fp32_fallback") else ""
+    rep = rep.get("fp32_fallback") or rep
     chosen = next(c for c in rep["candidates"] if c["status"] == "chosen")
     others = [f"b{b}: {served_at(rep, b)['backend']}" for b in sizes
               if served_at(rep, b)["backend"] != chosen["backend"]]
-    return chosen["backend"] + (f" ({', '.join(others)})" if others else "")
+    return chosen["backend"] + (f" ({', '.join(others)})" if others else "") + fallback
 
 
 def auto_vs_best(reports: list[dict], sizes: list[int]) -> list[str]:
@@ -287,6 +294,8 @@ def auto_vs_best(reports: list[dict], sizes: list[int]) -> list[str]:
                  and (c["backend"] != "native" or rep["precision"] == "fp32" or
                       all(x["status"] not in ("chosen", "ok") for x in rep["candidates"]
                           if x["backend"] != "native"))]
+        valid += [c for c in (rep.get("fp32_fallback") or {}).get("candidates", [])
+                  if c["status"] in ("chosen", "ok")]
         chosen = next((c for c in rep["candidates"] if c["status"] == "chosen"), None)
         if chosen is None:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -69,7 +70,34 @@ def boost(
     handle = load_model(model, example_inputs, input_specs=input_specs)
     calib = calibration_set(handle, cfg, calibration_inputs) if cfg.precision == "int8" else None
     run = BoostRun(handle, cfg, progress=progress, calibration=calib, started=started)
-    return run.run(artifact_dir=artifact_dir, samples=sample_inputs)
+    boosted = run.run(artifact_dir=artifact_dir, samples=sample_inputs)
+    if cfg.precision == "fp32" or cfg.killed or boosted.report.chosen != NATIVE:
+        return boosted
+    return fp32_instead(handle, cfg, boosted, progress=progress, samples=sample_inputs)
+
+
+def fp32_instead(handle: ModelHandle, cfg: BoostConfig, reduced: BoostedModel, *,
+                 progress: Progress | None, samples: Sequence[Mapping[str, np.ndarray]]
+                 ) -> BoostedModel:
+    """No candidate at a reduced precision beat native: search again at fp32 and serve that.
+
+    Native is the fp32 framework, so a compiled fp32 backend that beats it gives the same
+    accuracy faster; asking for int8 must never serve slower than asking for fp32. The reduced
+    search's report rides along (``report.precision_fallback``); both searches' decisions are
+    cached, so a restart loads without compiling.
+    """
+    why = "; ".join(f"{c.backend}: {c.status}" for c in reduced.report.candidates
+                    if c.backend != NATIVE and c.status != "unavailable") or "no candidate ran"
+    logger.warning("%s: no %s candidate beat native (%s); searching at fp32 instead",
+                   handle.name, cfg.precision, why)
+    run = BoostRun(handle, dataclasses.replace(cfg, precision="fp32"), progress=progress)
+    boosted = run.run(samples=samples)
+    if boosted.report.chosen == NATIVE:
+        return reduced
+    boosted.report.precision_fallback = reduced.report.to_dict()
+    boosted.report.fallback_reason = (f"no {cfg.precision} candidate beat native ({why}); "
+                                      f"serving fp32 on {boosted.report.chosen}")
+    return boosted
 
 
 class BoostRun:

@@ -66,6 +66,9 @@ class Report:
     warnings: list[str] = dataclasses.field(default_factory=list)
     speedup: float | None = None  # native p50 / chosen p50 at the first batch size
     dispatch: dict[int, str] = dataclasses.field(default_factory=dict)  # batch size -> backend
+    # bf16/fp16/int8 asked for, but no candidate at that precision beat native: the report of
+    # that search; this report is then the fp32 search's that serves instead
+    precision_fallback: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""

@@ -145,3 +145,25 @@ def test_task_and_calibration_options_are_validated():
         yellowstone.BoostConfig(task="ranking")
     with pytest.raises(ConfigError, match="calibration_samples"):
         yellowstone.BoostConfig(calibration_samples=0)
+
+
+def test_no_int8_candidate_beating_native_serves_fp32_compiled_not_native(quant, cache_dir):
+    """int8 asked for, its only candidate too noisy to validate: the fp32 search runs and its
+    compiled winner serves (same accuracy as native, faster); the int8 report rides along, and
+    a second boost loads both decisions from the cache without compiling."""
+    quant["quant"].noise = 0.5  # far past int8's accuracy policy
+    boosted = yellowstone.boost(NumpyModel(), backends="quant,fp32only", precision="int8",
+                                cache_dir=cache_dir, **FAST)
+    rep = boosted.report
+    assert rep.precision == "fp32" and boosted.backend in ("quant", "fp32only"), rep.table()
+    assert rep.precision_fallback["precision"] == "int8"
+    reduced = {c["backend"]: c["status"] for c in rep.precision_fallback["candidates"]}
+    assert reduced["quant"] == "rejected" and reduced["native"] == "chosen"
+    assert "no int8 candidate beat native" in rep.fallback_reason
+    x = {"x": np.random.default_rng(5).standard_normal((2, 6)).astype(np.float32)}
+    np.testing.assert_allclose(boosted.run(x)[0], NumpyModel().run(x)[0], rtol=1e-5, atol=1e-6)
+    compiles = quant["quant"].compiles + quant["fp32only"].compiles
+    again = yellowstone.boost(NumpyModel(), backends="quant,fp32only", precision="int8",
+                              cache_dir=cache_dir, **FAST)
+    assert again.backend == boosted.backend and again.report.cache == "hit"
+    assert quant["quant"].compiles + quant["fp32only"].compiles == compiles

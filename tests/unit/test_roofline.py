@@ -186,3 +186,20 @@ def test_yellowstone_vs_best_peer_uses_the_time_measured_alone() -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino |")
                 and "onnxruntime" in ln)
     assert "40.00 ms*" in line and "1.25x" in line
+
+
+def test_a_reduced_precision_that_fell_back_to_fp32_shows_what_serves() -> None:
+    rep = report("bf16", "openvino", 40.0)
+    rep["candidates"][1].update(status="rejected", reason="top-1 agreement 0.8")
+    rep["candidates"][0]["status"] = "chosen"  # native, in the bf16 search
+    rep["fp32_fallback"] = {"chosen": "onnxruntime", "dispatch": {"1": "onnxruntime"},
+                            "candidates": [{"backend": "onnxruntime", "status": "chosen",
+                                            "latency_ms": {"1": {"p50_ms": 25.0}}}]}
+    peers = [{"model": "m", "peer": "inductor", "precision": "bf16", "setup": "s",
+              "status": "ok", "reason": "", "latency_ms": {"1": {"p50_ms": 50.0}}}]
+    md = core_bench.markdown([rep], "test machine", ROOF, 60.0, peers=peers)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | onnxruntime (fp32")
+                and "inductor" in ln)
+    assert "25.00 ms*" in line and "2.00x" in line
+    auto = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | onnxruntime"))
+    assert auto.endswith("| 1.00 |")
