@@ -73,13 +73,18 @@ class ArtifactMeta:
         return {int(b): n for b, n in self.dispatch.items()}
 
     def check_fits(self, *, fingerprint: str, hardware: str, precision: str) -> None:
-        """Raise CacheError unless the artifact was built from this model, here, at ``precision``."""
+        """Raise CacheError unless the artifact was built from this model, here, at ``precision``.
+
+        An fp32 artifact fits a reduced ``precision`` that fell back to fp32 when it was built
+        (:func:`yellowstone.engine.fp32_instead`).
+        """
         if self.model_fingerprint != fingerprint:
             raise CacheError("artifact was compiled from a different model")
         if self.hardware != hardware:
             raise CacheError(f"artifact was compiled for hardware {self.hardware}, "
                              f"this host is {hardware}")
-        if self.precision != precision:
+        fell_back = (self.report.get("precision_fallback") or {}).get("precision")
+        if self.precision != precision and not (self.precision == "fp32" and fell_back == precision):
             raise CacheError(f"artifact precision {self.precision} != requested {precision}")
 
     def route_dirs(self, root: Path, dispatch: Mapping[int, str]) -> dict[str, dict[int | None, Path]]:

@@ -214,6 +214,10 @@ class BoostRun:
         ``built`` holds every dispatched backend's loaded buckets and dirs, ``name``'s included.
         """
         self.report.candidates, self.report.speedup = stored.candidates, stored.speedup
+        if stored.precision_fallback:  # an fp32 artifact standing in for a reduced precision
+            self.report.precision = stored.precision
+            self.report.precision_fallback = stored.precision_fallback
+            self.report.fallback_reason = stored.fallback_reason
         self.report.chosen, self.report.cache = name, cache
         self.report.dispatch = self.dispatch_or_single(dispatch, name)
         compiled, dirs = built.pop(name, (None, {}))

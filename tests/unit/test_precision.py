@@ -167,3 +167,16 @@ def test_no_int8_candidate_beating_native_serves_fp32_compiled_not_native(quant,
                               cache_dir=cache_dir, **FAST)
     assert again.backend == boosted.backend and again.report.cache == "hit"
     assert quant["quant"].compiles + quant["fp32only"].compiles == compiles
+
+
+def test_an_fp32_artifact_saved_after_the_fallback_loads_for_int8(quant, cache_dir, tmp_path):
+    quant["quant"].noise = 0.5
+    boosted = yellowstone.boost(NumpyModel(), backends="quant,fp32only", precision="int8",
+                                cache_dir=cache_dir, **FAST)
+    out = boosted.save(tmp_path / "artifact")
+    compiles = quant["quant"].compiles + quant["fp32only"].compiles
+    again = yellowstone.boost(NumpyModel(), backends="quant,fp32only", precision="int8",
+                              cache=False, artifact_dir=out, **FAST)
+    assert again.report.cache == "artifact" and again.backend == boosted.backend
+    assert again.report.precision == "fp32" and again.report.precision_fallback["precision"] == "int8"
+    assert quant["quant"].compiles + quant["fp32only"].compiles == compiles
