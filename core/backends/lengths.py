@@ -32,16 +32,16 @@ PLAN = "lengths.json"
 
 def bucketed_dim(model: ModelHandle) -> tuple[str | None, str]:
     """The one dim to bucket (its name), or None and why the model cannot be bucketed."""
-    dims = getattr(model, "dim_ranges", {})
+    dims = list(getattr(model, "dim_ranges", {}))
+    for dim in dims:
+        carriers = [s.name for s in model.inputs if dim in s.shape]
+        if not any(_is_mask(name, model.example_feeds.get(name)) for name in carriers):
+            return None, (f"dynamic dim {dim} carries no padding mask among its inputs "
+                          f"({', '.join(carriers)}), so padding it could change the outputs")
     if len(dims) != 1:
         return None, (f"dynamic non-batch dims {', '.join(dims)}: one build per size is done "
                       "for a single dim only")
-    (dim,) = dims
-    carriers = [s.name for s in model.inputs if dim in s.shape]
-    if not any(_is_mask(name, model.example_feeds.get(name)) for name in carriers):
-        return None, (f"dynamic dim {dim} carries no padding mask among its inputs "
-                      f"({', '.join(carriers)}), so padding it could change the outputs")
-    return dim, ""
+    return dims[0], ""
 
 
 def _is_mask(name: str, example: np.ndarray | None) -> bool:
