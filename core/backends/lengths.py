@@ -31,17 +31,17 @@ PLAN = "lengths.json"
 
 
 def bucketed_dim(model: ModelHandle) -> tuple[str | None, str]:
-    """The one dim to bucket (its name), or None and why the model cannot be bucketed."""
+    """The one dim to bucket (its name), or None and why it cannot be (no reason: no such dim)."""
     dims = list(getattr(model, "dim_ranges", {}))
     for dim in dims:
-        carriers = [s.name for s in model.inputs if dim in s.shape]
+        carriers = carriers_of(model, dim)
         if not any(_is_mask(name, model.example_feeds.get(name)) for name in carriers):
             return None, (f"dynamic dim {dim} carries no padding mask among its inputs "
                           f"({', '.join(carriers)}), so padding it could change the outputs")
-    if len(dims) != 1:
+    if len(dims) > 1:
         return None, (f"dynamic non-batch dims {', '.join(dims)}: one build per size is done "
                       "for a single dim only")
-    return dims[0], ""
+    return (dims[0] if dims else None), ""
 
 
 def _is_mask(name: str, example: np.ndarray | None) -> bool:
@@ -86,11 +86,6 @@ class LengthBuckets:
         self._builds = dict(sorted(builds.items()))
         self._carriers = dict(carriers)  # input name -> axis of the dim
         self._out_axes = [list(a) for a in out_axes]  # per output: axes that carry the dim
-
-    @property
-    def sizes(self) -> list[int]:
-        """The bucket lengths, smallest first."""
-        return list(self._builds)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Pad up to the nearest bucket, run it, cut the outputs back to the request's length."""

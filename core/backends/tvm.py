@@ -119,11 +119,8 @@ class TvmBackend:
         (``lengths.py``), which is only correct where a padding mask shares that dim. Image
         sizes (``h``, ``w``) and other unmasked dims are declined with the reason.
         """
-        if getattr(model, "dim_ranges", {}):
-            dim, why = bucketed_dim(model)
-            if dim is None:
-                return f"{why}; give them static sizes to try tvm"
-        return None
+        why = bucketed_dim(model)[1]
+        return f"{why}; give them static sizes to try tvm" if why else None
 
     def _target(self, request: CompileRequest) -> tuple[Any, str]:
         import tvm
@@ -179,7 +176,7 @@ class TvmBackend:
             raise missing_extra("tvm", "tvm")
         if request.precision != "fp32":
             raise CompilationError(f"tvm backend serves fp32 only; {request.precision} is not wired")
-        dim = bucketed_dim(model)[0] if getattr(model, "dim_ranges", {}) else None
+        dim = bucketed_dim(model)[0]
         if dim is not None:
             return self._compile_lengths(model, request, workdir, dim)
         self._build(self._import(model, request), request, workdir / "model.so")

@@ -84,6 +84,16 @@ def as_array(values: Any, want: np.dtype, what: str) -> np.ndarray:
     return arr.astype(want, copy=False)
 
 
+def v1_body(body: Any) -> Any:
+    """A V1 body as JSON values: parsed when it came as bytes or text (no JSON content-type)."""
+    if not isinstance(body, (bytes, str)):
+        return body
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+
+
 def decode_v1(body: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """V1 body to feeds.
 
@@ -91,11 +101,7 @@ def decode_v1(body: Any, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     model, or a ``{input name: value}`` mapping. ``{"inputs": ...}`` (columnar): the whole
     tensor for a one-input model, or ``{input name: tensor}``.
     """
-    if isinstance(body, (bytes, str)):  # sent without a JSON content-type
-        try:
-            body = json.loads(body)
-        except ValueError as exc:
-            raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    body = v1_body(body)
     if not isinstance(body, Mapping):
         raise BadRequestError("expected a JSON object with 'instances' or 'inputs'")
     names = [s.name for s in specs]
@@ -140,13 +146,9 @@ def v1_shape_groups(body: Any) -> list[list[int]] | None:
     Sentences of several lengths in one ``instances`` list do not stack into one tensor; each
     group of equal shapes (in order of first appearance) is served as its own batch and every
     instance is answered in its place, with nothing padded, so no padding can change an answer.
-    None when the body is not an ``instances`` list, or its instances already agree.
+    None when the (parsed: :func:`v1_body`) body is not an ``instances`` list, or its instances
+    already agree.
     """
-    if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body)
-        except ValueError:
-            return None
     rows = body.get("instances") if isinstance(body, Mapping) else None
     if not isinstance(rows, list) or len(rows) < 2:
         return None

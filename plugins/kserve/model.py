@@ -11,7 +11,6 @@ show on KServe's ``/metrics`` (:mod:`.metrics`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -160,6 +159,7 @@ class BoostModel(kserve.Model):
             feeds = codec.decode_v2(payload, boosted.inputs)
             codec.requested_outputs(payload, boosted.output_names)
         else:
+            payload = codec.v1_body(payload)  # parsed once, here
             groups = codec.v1_shape_groups(payload) if boosted.handle.batched else None
             if groups is not None:
                 return await self._predict_v1_groups(boosted, payload, groups, response_headers)
@@ -176,15 +176,14 @@ class BoostModel(kserve.Model):
                                    parameters={"yellowstone_backend": backend})
         return codec.encode_v1(outputs, names, rows=bool(boosted.handle.batched))
 
-
-    async def _predict_v1_groups(self, boosted: Any, payload: Any, groups: list[list[int]],
+    async def _predict_v1_groups(self, boosted: Any, body: Mapping[str, Any],
+                                 groups: list[list[int]],
                                  response_headers: dict[str, str] | None) -> Any:
         """V1 instances of several shapes (sentences of several lengths), group by group.
 
         Each group of equal shapes runs as one batch; the predictions come back in the
         instances' order.
         """
-        body = json.loads(payload) if isinstance(payload, (bytes, str)) else payload
         rows = body["instances"]
         answers: list[Any] = [None] * len(rows)
         for group in groups:
