@@ -88,18 +88,26 @@ def _gpu_times(model, x) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite gpu_check.md from the saved gpu_check.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.render:
+        md = markdown(json.loads((Path(args.out) / "gpu_check.json").read_text()))
+        (Path(args.out) / "gpu_check.md").write_text(md)
+        print(md)
+        return 0
     import torch
 
     import yellowstone
+    from benchmarks.roofline import host_info
     from yellowstone.backends import backend_names, get_backend
     from yellowstone.hardware import detect
 
     hw = detect()
     result: dict[str, Any] = {
         "nvidia_smi": _smi(), "python": platform.python_version(), "torch": torch.__version__,
-        "hardware": hw.to_dict(), "fingerprint": hw.fingerprint}
+        "host": host_info(), "hardware": hw.to_dict(), "fingerprint": hw.fingerprint}
     probes = {}
     for name in backend_names():
         a = get_backend(name).probe()
@@ -127,7 +135,12 @@ def main() -> int:
 
 def markdown(r: dict[str, Any]) -> str:
     """The check as a short report."""
-    lines = [f"GPU host: `{r['nvidia_smi']}`; Python {r['python']}, torch {r['torch']}.", "",
+    hw = r["hardware"]
+    isa = "/".join(k for k, v in hw["isa"].items() if v) or "baseline"
+    cpu = (r["host"]["line"] if "host" in r else
+           f"{hw['cpu_model']} (family/model not recorded in this run), {hw['cores']} CPUs, ISA {isa}")
+    lines = [f"GPU host: `{r['nvidia_smi']}`; CPU {cpu}; Python {r['python']}, torch {r['torch']}.",
+             "",
              f"Hardware probe: GPUs {json.dumps(r['hardware'].get('gpus'))}; cache fingerprint "
              f"`{r['fingerprint']}`.", "", "| backend | available | version | devices | reason |",
              "|---|---|---|---|---|"]
