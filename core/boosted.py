@@ -19,6 +19,7 @@ from .artifact_dir import write_artifact_dir
 from .breaker import DeadlineRunner, Fallback, Guard
 from .config import BoostConfig
 from .dispatch import NATIVE, Buckets, Built, DispatchTable, Route, batch_of, run_buckets
+from .loadshare import BusyBoard
 from .model import ModelHandle
 from .report import Report
 from .spec import TensorSpec
@@ -68,6 +69,8 @@ class BoostedModel:
             self._routes[name] = self._route(name, buckets, dirs)
         self._table = DispatchTable(self._routes, self._primary, self._dispatch)
         self._native_only = all(r.compiled is None for r in self._routes.values())
+        self._wide: dict[str, Buckets] = {}  # backend -> its every-core copy (follow_load)
+        self._board: BusyBoard | None = None
         with self._lock:
             self._refresh()
 
@@ -111,10 +114,34 @@ class BoostedModel:
         """Run on named numpy feeds; return outputs in ``output_names`` order."""
         self.handle.check_feeds(feeds)
         route = self._table.pick(batch_of(feeds) if self.handle.batched and feeds else 1)
-        if route.compiled is None:
+        if self._board is None:
+            return self._serve(route, route.compiled, feeds)
+        with self._board.busy() as alone:
+            wide = self._wide.get(route.backend) if alone else None
+            return self._serve(route, wide or route.compiled, feeds)
+
+    def follow_load(self, wide: Mapping[str, Buckets], board: BusyBoard) -> None:
+        """Serve ``wide``'s backends on their every-core copies while no other worker is busy.
+
+        ``wide`` maps a serving backend to its artifacts loaded again with every core;
+        ``board`` is the host's busy board (:mod:`yellowstone.loadshare`), which every call
+        of this model marks while it runs.
+        """
+        self._wide = dict(wide)
+        self._board = board
+
+    @property
+    def wide_backends(self) -> tuple[str, ...]:
+        """The backends holding an every-core copy for calls made while alone (follow_load)."""
+        return tuple(self._wide)
+
+    def _serve(self, route: Route, compiled: Buckets | None,
+               feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Serve ``feeds`` on ``compiled`` (``route``'s buckets or their wide copy) or natively."""
+        if compiled is None:
             return self._native(feeds)
         t0 = time.perf_counter()
-        outputs = route.guard.run(functools.partial(run_buckets, route.compiled, feeds, self.handle.batched))
+        outputs = route.guard.run(functools.partial(run_buckets, compiled, feeds, self.handle.batched))
         if isinstance(outputs, Fallback):
             route.guard.count(outputs)
             return self._native(feeds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -83,18 +84,22 @@ class Builder:
         return compiled, dirs, all_hit
 
     def load_checked(self, name: str, dirs: Mapping[int | None, Path],
-                     size: int | None = None) -> Buckets:
+                     size: int | None = None, *, threads: int = 0) -> Buckets:
         """Load ``name``'s artifacts from ``dirs`` and check them once against the framework.
 
         The check runs at ``size`` (the first batch size it serves), else the first served size.
-        Raises CacheError when an artifact does not load or does not run, ValidationError when
-        its outputs differ.
+        ``threads`` overrides the config's thread count (the artifact is the same). Raises
+        CacheError when an artifact does not load or does not run, ValidationError when its
+        outputs differ.
         """
         backend = get_backend(name)
         compiled: Buckets = {}
         for bucket, path in dirs.items():
+            req = self.request(name, bucket)
+            if threads:
+                req = dataclasses.replace(req, threads=threads)
             try:
-                compiled[bucket] = backend.load(self.handle, self.request(name, bucket), path)
+                compiled[bucket] = backend.load(self.handle, req, path)
             except Exception as exc:  # noqa: BLE001 - whatever the backend raises: unusable
                 raise CacheError(f"{name} artifact {path.name} does not load: "
                                  f"{type(exc).__name__}: {exc}") from exc

@@ -82,6 +82,11 @@ class BoostConfig:
             ``cores // workers`` threads, so N workers do not oversubscribe the cores. "Cores"
             honours a cgroup CPU quota: each KServe replica is a pod whose CPU limit, not the
             node's core count, sizes its threads.
+        follow_load: with several workers and ``threads=0``, load each compiled model a second
+            time with every core and use that copy for any call that starts while no other
+            worker on the host is busy (:mod:`yellowstone.loadshare`): one request at a time
+            then runs as fast as with one worker, and under load each keeps its share. Costs
+            one more load of the artifact (its memory and a second, one-round check).
         options: backend-specific options, ``{"openvino": {...}, "tvm": {...}}``.
     """
 
@@ -104,6 +109,7 @@ class BoostConfig:
     dispatch_memory_mb: int = 0
     threads: int = 0
     workers: int = 1
+    follow_load: bool = True
     options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,7 +173,7 @@ class BoostConfig:
             raise ConfigError("options must be a mapping of backend name to options")
         if isinstance(data.get("dispatch"), str):
             data["dispatch"] = data["dispatch"].strip().lower().replace("-", "_")
-        for key in ("dynamic_batch", "cache"):
+        for key in ("dynamic_batch", "cache", "follow_load"):
             if isinstance(data.get(key), str):
                 data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
         for key, typ in (("time_budget_s", float), ("validation_rounds", int),

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, metrics
+from . import __version__, loadshare, metrics
 from .artifact_dir import read_artifact_dir
 from .backends import Backend, backend_names, get_backend
 from .boosted import BoostedModel
@@ -27,6 +27,7 @@ from .hardware import detect
 from .judge import ValidationSet, bench, example_batch, record_errors, score, validate, validation_sets
 from .model import ModelHandle, load_model
 from .report import Candidate, Report, stored_report
+from .serving.threads import plan_threads
 from .spec import TensorSpec
 from .validate import OutputError, weak_references
 
@@ -190,8 +191,43 @@ class BoostRun:
                     f"; per batch: {per_batch}" if extras else "")
         serving = [*([report.chosen] if compiled is not None else []), *extras]
         scratch = self.builds.release_scratch(serving)
-        return BoostedModel(self.handle, compiled, report, self.cfg, dirs, scratch=scratch,
-                            extras=extras)
+        boosted = BoostedModel(self.handle, compiled, report, self.cfg, dirs, scratch=scratch,
+                               extras=extras)
+        if compiled is not None:
+            extras[report.chosen] = (compiled, dirs)
+        self.follow_load(boosted, extras)
+        return boosted
+
+    def follow_load(self, boosted: BoostedModel, built: Mapping[str, Built]) -> None:
+        """With several workers sharing the cores, give each thread-owning backend a wide copy.
+
+        Only backends that size their own thread pool (``owns_threads``) gain from a copy with
+        more threads; the others (and a fixed ``threads``) keep their share. A copy that does
+        not load or check is left out with a WARNING: that backend keeps its share.
+        """
+        cfg = self.cfg
+        plan = plan_threads(cfg.workers, cfg.threads)
+        if not (cfg.follow_load and cfg.threads == 0 and plan.shared
+                and 0 < plan.threads < plan.cores):
+            return
+        owners = {name: dirs for name, (buckets, dirs) in built.items()
+                  if buckets and dirs and getattr(get_backend(name), "owns_threads", False)}
+        if not owners or (board := loadshare.board()) is None:
+            return
+        wide: dict[str, Buckets] = {}
+        for name, dirs in owners.items():
+            t0 = time.perf_counter()
+            try:
+                wide[name] = self.builds.load_checked(name, dirs, threads=plan.cores)
+            except YellowstoneError as exc:
+                logger.warning("%s: %s with %d threads not loaded (%s); it keeps %d thread(s) "
+                               "per call", self.handle.name, name, plan.cores, exc, plan.threads)
+                continue
+            logger.info("%s: %s loaded again with %d threads for calls made while no other "
+                        "worker is busy (%d otherwise; %.2f s)", self.handle.name, name,
+                        plan.cores, plan.threads, time.perf_counter() - t0)
+        if wide:
+            boosted.follow_load(wide, board)
 
     # -- keys -------------------------------------------------------------------------------
     def decision_key(self, names: Sequence[str]) -> str:

@@ -93,6 +93,10 @@ class Backend(Protocol):
         cacheable: ``compile``'s directory can be stored and loaded again.
         auto_excluded: empty when ``backends="auto"`` tries this backend, else the measured
             reason it is left out (naming it in ``backends`` still tries it).
+
+    Optional: ``owns_threads = True`` says each compiled model sizes its own thread pool from
+    ``CompileRequest.threads`` (not a process-wide pool such as torch's), so loading the same
+    artifact again with more threads gives a faster copy (``BoostConfig.follow_load``).
     """
 
     name: str

@@ -65,6 +65,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     dynamic_batch = True
     cacheable = True
+    owns_threads = True  # its thread pool is sized per compiled model (follow_load)
     auto_excluded = ""
 
     @functools.cache  # noqa: B019 - one instance per process

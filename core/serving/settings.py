@@ -96,6 +96,8 @@ _FLAG_HELP: dict[str, tuple[Any, tuple[str, ...] | None, str]] = {
                                       "(0: no limit)"),
     "threads": (int, None, "intra-op threads per backend (0: cores // workers)"),
     "workers": (int, None, "worker processes sharing this host's cores"),
+    "follow_load": (str, None, "with several workers, a worker alone busy uses every core "
+                               "(true/false)"),
 }
 
 

@@ -53,6 +53,7 @@ class FakeCompiled:
         self.offset, self.delay, self.batch = offset, delay, batch
         self.fail_at_run = fail_at_run
         self.noise = noise
+        self.threads = 0  # the request's thread count (set by FakeBackend._load)
         self.calls = 0
 
     def run(self, feeds):
@@ -132,8 +133,10 @@ class FakeBackend:
         return self._load(model, request, workdir)
 
     def _load(self, model, request, workdir):
-        return FakeCompiled(model, workdir / "weights.npz", self.offset, self.delay,
-                            request.batch, self.fail_at_run, self.noise)
+        compiled = FakeCompiled(model, workdir / "weights.npz", self.offset, self.delay,
+                                request.batch, self.fail_at_run, self.noise)
+        compiled.threads = request.threads
+        return compiled
 
 
 class TorchServeMetricsCache:
