@@ -69,14 +69,19 @@ def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
             "p99_ms": round(percentile(lat, 99), 2), "throughput_rps": round(n / wall, 2)}
 
 
-def served_backend(server: Server, name: str) -> tuple[str, str | None]:
-    """The backend the boost handler reports in the model's customized metadata, and the
-    precision it serves (None for a stock handler; fp32 when the framework serves)."""
+def yellowstone_meta(server: Server, name: str) -> dict:
+    """The boost handler's entry in the model's customized metadata ({} for a stock handler)."""
     info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
                         timeout=60).json()[0]
     meta = info.get("customizedMetadata")
     meta = json.loads(meta) if isinstance(meta, str) else meta
-    ys = (meta or {}).get("yellowstone")
+    return (meta or {}).get("yellowstone") or {}
+
+
+def served_backend(server: Server, name: str) -> tuple[str, str | None]:
+    """The backend the boost handler reports in the model's customized metadata, and the
+    precision it serves (None for a stock handler; fp32 when the framework serves)."""
+    ys = yellowstone_meta(server, name)
     if not ys:
         return "torch (stock)", None
     report = ys.get("report") or {}
@@ -99,6 +104,7 @@ def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
         runs = [load(url, images, c, n) for c in (1, 4)]
         backend, precision = served_backend(server, name)
         return {"handler": label, "backend": backend, "served_precision": precision,
+                "threads_alone": yellowstone_meta(server, name).get("threads_alone"),
                 "ready_s": round(ready_s, 1),
                 "runs": runs, "answers": answers}
     finally:
@@ -235,8 +241,10 @@ def main() -> None:
              "inputs through image_classifier's own preprocessing. Max top-5 probability "
              f"difference: {result['max_top5_prob_diff']:.2e}. *stock*: as TorchServe runs it "
              f"(every worker's torch on all cores); *tuned*: the same with OMP_NUM_THREADS={share}, "
-             "one share of the cores per worker, which the boost handler sets by itself. "
-             "All three servers ran one after the other in one run.", "",
+             "one share of the cores per worker, which the boost handler sets by itself"
+             + (f"; a boosted worker that is the only one busy runs on all "
+                f"{boost['threads_alone']} cores (`follow_load`)" if boost.get("threads_alone")
+                else "") + ". All three servers ran one after the other in one run.", "",
              "| concurrency | stock p50 ms | tuned p50 ms | boost p50 ms | stock req/s | "
              "tuned req/s | boost req/s | p50 speedup vs stock | vs tuned | throughput vs stock | "
              "vs tuned |", "|---|---|---|---|---|---|---|---|---|---|---|"]

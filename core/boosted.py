@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 
 from . import metrics
 from .artifact_dir import write_artifact_dir
+from .backends import get_backend
 from .breaker import DeadlineRunner, Fallback, Guard
 from .config import BoostConfig
 from .dispatch import NATIVE, Buckets, Built, DispatchTable, Route, batch_of, run_buckets
@@ -71,6 +74,9 @@ class BoostedModel:
         self._native_only = all(r.compiled is None for r in self._routes.values())
         self._wide: dict[str, Buckets] = {}  # backend -> its every-core copy (follow_load)
         self._board: BusyBoard | None = None
+        # Entered around every call the framework serves (a plugin that keeps the framework's
+        # own thread pool small while compiled backends serve gives it back there).
+        self.native_scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
         with self._lock:
             self._refresh()
 
@@ -104,7 +110,8 @@ class BoostedModel:
         """Call like the original model; same argument and result types."""
         if self._compiled is None and self._native_only:
             t0 = time.perf_counter()
-            result = self.handle.call_native(*args, **kwargs)
+            with self.native_scope():
+                result = self.handle.call_native(*args, **kwargs)
             self._timed(NATIVE, t0)
             return result
         feeds = self.handle.feeds_from_call(args, kwargs)
@@ -131,6 +138,17 @@ class BoostedModel:
         self._board = board
 
     @property
+    def own_thread_pools(self) -> bool:
+        """True when every batch size is served by a backend sizing its own thread pool.
+
+        The framework's intra-op pool then runs no part of the model (until a fallback), only
+        what a server does around it. See ``Backend.owns_threads``.
+        """
+        serving = {self._primary, *self._dispatch.values()}
+        return NATIVE not in serving and all(
+            getattr(get_backend(name), "owns_threads", False) for name in serving)
+
+    @property
     def wide_backends(self) -> tuple[str, ...]:
         """The backends holding an every-core copy for calls made while alone (follow_load)."""
         return tuple(self._wide)
@@ -155,7 +173,8 @@ class BoostedModel:
     def _native(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Serve checked ``feeds`` on the framework, timed like any other call."""
         t0 = time.perf_counter()
-        outputs = self.handle.run(feeds)
+        with self.native_scope():
+            outputs = self.handle.run(feeds)
         self._timed(NATIVE, t0)
         return outputs
 

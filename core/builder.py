@@ -48,7 +48,8 @@ class Builder:
         """What ``backend`` is asked to build for ``bucket``."""
         cfg = self.cfg
         return CompileRequest(batch=bucket, precision=cfg.precision,
-                              threads=cfg.effective_threads, shared=cfg.workers > 1,
+                              threads=cfg.effective_threads,
+                              shared=cfg.workers > 1 or not cfg.spin_wait,
                               options=dict(cfg.options.get(backend, {})),
                               calibration=self.calib.feeds if self.calib else (),
                               cache_dir=self.cache.root if self.cache is not None else None)

@@ -69,7 +69,8 @@ def _boost_from_args(args: argparse.Namespace, progress: _Progress) -> Any:
     from .serving import boost_config, boost_flags, parse_specs
 
     specs = parse_specs(args.input, where="--input") or None
-    cfg = boost_config(flags=boost_flags(args))  # flags not given leave YELLOWSTONE_* in force
+    # flags not given leave YELLOWSTONE_* in force; not a server: threads may spin between calls
+    cfg = boost_config(flags=boost_flags(args), server=False)
     handle = load_model(args.model, input_specs=specs, signature=args.signature)
     return boost(handle, config=cfg, progress=progress)
 

@@ -37,8 +37,9 @@ class CompileRequest:
         batch: the batch size to specialise for, or None for a dynamic batch dimension.
         precision: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
         threads: intra-op threads (0 = backend default: all cores available).
-        shared: other worker processes share these cores (``BoostConfig.workers > 1``): idle
-            backend threads should sleep rather than spin.
+        shared: other workers, or a server's own request path, share these cores
+            (``BoostConfig.workers > 1`` or ``spin_wait`` off): idle backend threads should
+            sleep rather than spin.
         options: this backend's entry of ``BoostConfig.options``.
         calibration: for ``int8``, the inputs to calibrate activation ranges on (named numpy
             feeds, batch 1 each); empty otherwise.

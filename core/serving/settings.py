@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -59,13 +60,18 @@ def split_section(section: Mapping[str, Any] | None, plugin_keys: Collection[str
 
 
 def boost_config(*, flags: Mapping[str, Any] | None = None,
-                 section: Mapping[str, Any] | None = None) -> BoostConfig:
+                 section: Mapping[str, Any] | None = None, server: bool = True) -> BoostConfig:
     """The ``BoostConfig`` for flags over a section over ``YELLOWSTONE_*`` over defaults.
 
-    ``None`` values in ``flags`` mean "not given" and leave the lower layers alone.
+    ``None`` values in ``flags`` mean "not given" and leave the lower layers alone. For a
+    server (``server=True``) ``spin_wait`` defaults to false: the request path shares the cores
+    with the backend's threads (see ``BoostConfig.spin_wait``); any layer may still set it.
     """
     given = {k: v for k, v in normalise_keys(flags or {}).items() if v is not None}
-    return resolve_config(dict(section or {}), **given)
+    section = normalise_keys(section or {})
+    if server and "spin_wait" not in section and "YELLOWSTONE_SPIN_WAIT" not in os.environ:
+        section["spin_wait"] = False
+    return resolve_config(section, **given)
 
 
 # Field -> (argparse type, choices, help). Fields a server cannot take as a flag are absent.
@@ -98,6 +104,8 @@ _FLAG_HELP: dict[str, tuple[Any, tuple[str, ...] | None, str]] = {
     "workers": (int, None, "worker processes sharing this host's cores"),
     "follow_load": (str, None, "with several workers, a worker alone busy uses every core "
                                "(true/false)"),
+    "spin_wait": (str, None, "backend threads may spin between calls (true/false; servers: "
+                             "false)"),
 }
 
 

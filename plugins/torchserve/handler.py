@@ -11,13 +11,16 @@ in a batch only the requests at fault fail (``isolation.py``); the worker keeps 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import importlib
 import inspect
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,7 @@ class BoostHandler:
         self._form = "nn.Module"
         self._bridge: TorchServeMetrics | None = None
         self._threads: serving.ThreadPlan | None = None
+        self._torch_threads = 0  # torch's threads before _quiet_torch left it one (0: untouched)
         self._fused: Any = None  # fused.ImagePipeline when the image pipeline is compiled in
         self.fused_preprocess: Any = None  # its fused.FusedPreprocess (the handler's preprocess)
         self._fused_note = ""  # why preprocessing is (not) fused
@@ -372,7 +376,37 @@ class BoostHandler:
         compiled = {report.chosen, *report.dispatch.values()} - {"native"}
         if self._form != "onnx" and self.boosted.handle.framework == "torch" and compiled:
             self._fast_inputs = tuple(s.name for s in self.boosted.inputs)
+        self._quiet_torch()
         return self.boosted
+
+    def _quiet_torch(self) -> None:
+        """While backends with their own thread pools serve, torch keeps one intra-op thread.
+
+        torch then runs only the handler's small pre- and postprocessing ops, and libgomp's
+        idle threads spin for milliseconds after each (its default wait policy) on the very
+        cores the backend computes on: in one worker ResNet-50 bf16 took 24.7 ms a call on
+        OpenVINO against 20.4 ms with OpenMP told to wait passively. ``OMP_WAIT_POLICY`` is
+        read when libgomp loads, before any handler runs, so one thread is what a handler
+        can do. Calls the framework serves (a fallback, or the handler's own path for an
+        image the fused model does not take) get torch's threads back for their duration.
+        """
+        boosted = self.boosted
+        if boosted is None:
+            return
+        import torch
+
+        threads = self._torch_threads or torch.get_num_threads()
+        if threads <= 1 or not boosted.own_thread_pools:
+            if self._torch_threads:  # a re-boost that the framework may serve: threads back
+                torch.set_num_threads(self._torch_threads)
+                self._torch_threads = 0
+            return
+        boosted.native_scope = functools.partial(torch_threads, threads)
+        if not self._torch_threads:
+            torch.set_num_threads(1)
+            self._torch_threads = threads
+            logger.info("%s: torch keeps 1 thread while %s serves (its own thread pool); calls "
+                        "served by torch get %d", self.model_name, boosted.backend, threads)
 
     def _call_boosted(self, args: tuple, kwargs: dict) -> Any:
         """The stand-in's forward: the boosted model, called as directly as it allows."""
@@ -382,7 +416,8 @@ class BoostHandler:
         if self._fused is not None and not _all_uint8(args):
             # The handler's own preprocessing ran (a tensor body, an unusual image): its float
             # tensor is the original model's input, not the fused model's.
-            return self._original(*args, **kwargs)
+            with boosted.native_scope():
+                return self._original(*args, **kwargs)
         names = self._fast_inputs
         if names is not None and not kwargs and len(args) == len(names):
             feeds = _cpu_feeds(names, args)
@@ -430,6 +465,8 @@ class BoostHandler:
             "inputs": ([s.to_dict() for s in self.boosted.inputs]
                        if self.boosted is not None else []),
             "threads": self._threads.threads if self._threads else None,
+            "threads_alone": (self._threads.cores if self._threads and self.boosted is not None
+                              and self.boosted.wide_backends else None),
             "preprocess": self._fused_note or "the handler's own",
             "buckets": (rep.candidate(rep.chosen).buckets
                         if rep and rep.candidate(rep.chosen) else None),
@@ -488,6 +525,18 @@ def _header(context: Any, idx: int, key: str) -> Any:
         return context.get_request_header(idx, key)
     except Exception:  # noqa: BLE001 - no request processor (offline use)
         return None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Give torch ``threads`` intra-op threads for the block, then one again."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(1)
 
 
 def _all_uint8(args: tuple) -> bool:

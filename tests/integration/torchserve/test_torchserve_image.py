@@ -105,8 +105,15 @@ def test_batching_with_two_workers(server):
         assert info["backend"] in ("onnxruntime", "openvino"), info
         assert info["batch_sizes"] == [1, 4]
         # minWorkers: 2 -> each worker gets its share of the cores, not all of them
-        assert info["threads"] == max(1, len(os.sched_getaffinity(0)) // 2), info
+        cores = len(os.sched_getaffinity(0))
+        assert info["threads"] == max(1, cores // 2), info
+        # ...and a worker that is the only one busy runs on all of them (follow_load)
+        assert info["threads_alone"] == (cores if cores > 1 else None), info
     log = server.model_log()
+    if cores > 1:
+        wide = re.findall(rf"W-(\d+)-batched\S* MODEL_LOG - FusedImageModel: \w+ loaded again "
+                          rf"with {cores} threads", log)
+        assert len(set(wide)) == 2, log[-4000:]  # in each of the two workers
     # Served batch sizes come from the model's batchSize, so no request ever recompiles:
     # each worker boosted exactly once (the second one usually from the shared cache).
     assert len(re.findall(r"batched: served by backend", log)) == 2, log[-4000:]
