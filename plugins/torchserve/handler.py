@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -467,6 +468,7 @@ class BoostHandler:
             "threads": self._threads.threads if self._threads else None,
             "threads_alone": (self._threads.cores if self._threads and self.boosted is not None
                               and self.boosted.wide_backends else None),
+            "torch_threads": _torch_threads_now(),
             "preprocess": self._fused_note or "the handler's own",
             "buckets": (rep.candidate(rep.chosen).buckets
                         if rep and rep.candidate(rep.chosen) else None),
@@ -525,6 +527,12 @@ def _header(context: Any, idx: int, key: str) -> Any:
         return context.get_request_header(idx, key)
     except Exception:  # noqa: BLE001 - no request processor (offline use)
         return None
+
+
+def _torch_threads_now() -> int | None:
+    """The intra-op thread count of torch, where torch is loaded."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 @contextlib.contextmanager

@@ -125,3 +125,32 @@ def test_follow_load_is_a_config_key_flag_and_variable():
     assert BoostConfig.from_dict({"follow_load": "false"}).follow_load is False
     assert BoostConfig.from_env({"YELLOWSTONE_FOLLOW_LOAD": "off"}).follow_load is False
     assert boost_config(flags={"follow_load": "no"}).follow_load is False
+
+
+def test_calls_the_framework_serves_run_in_the_native_scope(cache_dir, owner):
+    import contextlib
+
+    owner.fail_at_run = [0]
+    model = NumpyModel()
+    boosted = yellowstone.boost(model, backends="owner", **FAST)
+    assert boosted.backend == "owner" and boosted.own_thread_pools
+    entered = []
+
+    @contextlib.contextmanager
+    def scope():
+        entered.append(model.native_calls)
+        yield
+
+    boosted.native_scope = scope
+    x = {"x": np.random.default_rng(5).standard_normal((2, 6)).astype(np.float32)}
+    boosted.run(x)
+    assert entered == []  # the compiled backend answered
+    owner.fail_at_run[0] = 1
+    got = boosted.run(x)  # it fails once: the framework answers, inside the scope
+    assert len(entered) == 1 and model.native_calls == entered[0] + 1
+    np.testing.assert_allclose(got[0], model.run(x)[0], rtol=1e-6)
+
+
+def test_a_process_wide_pool_or_native_is_not_an_own_pool(cache_dir, pooled):
+    assert not yellowstone.boost(NumpyModel(), backends="pooled", **FAST).own_thread_pools
+    assert not yellowstone.boost(NumpyModel(), backends="native", **FAST).own_thread_pools

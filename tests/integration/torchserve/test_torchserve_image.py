@@ -26,7 +26,8 @@ def server(tmp_path_factory, ys_cache, models):
     archive(ts.store, "stock", handler="image_classifier", **common)
     ys = {"handler": "image_classifier", "input_shape": [1, 3, 224, 224], **FAST}
     archive(ts.store, "boosted", handler=str(BOOST_HANDLER), **common,
-            config=write_config(cfg_dir / "boosted.yaml", yellowstone=ys))
+            config=write_config(cfg_dir / "boosted.yaml", yellowstone=ys, minWorkers=1,
+                                maxWorkers=1))
     archive(ts.store, "batched", handler=str(BOOST_HANDLER), **common,
             config=write_config(cfg_dir / "batched.yaml", yellowstone=ys, batchSize=4,
                                 maxBatchDelay=300, minWorkers=2, maxWorkers=2))
@@ -60,6 +61,10 @@ def test_boosted_image_classifier_matches_stock(server):
     assert info["handler"] == "image_classifier"
     assert info["preprocess"].startswith("fused: Resize([256]) -> CenterCrop([224, 224])"), info
     assert re.search(r"boosted: served by backend (onnxruntime|openvino)", server.model_log())
+    if len(os.sched_getaffinity(0)) > 1:  # one worker: torch would have every core...
+        # ...but the backend's own pool runs the model, so torch keeps one thread (no spinning)
+        assert info["torch_threads"] == 1, info
+        assert re.search(r"boosted: torch keeps 1 thread while \w+ serves", server.model_log())
 
 
 def test_metrics_through_torchserve(server):
