@@ -1,9 +1,10 @@
 """TorchServe: stock image_classifier vs the yellowstone boost handler, same model, over HTTP.
 
     python benchmarks/torchserve_bench.py [--arch resnet18] [--requests 80] [--workers N]
-        [--precision fp32|bf16|int8] [--peers pt2_inductor,pt2_openvino|none] [--quick]
+        [--precision fp32|bf16|int8] [--peers pt2_inductor,pt2_openvino|none] [--rounds 4]
+        [--quick]
 
-Starts TorchServe once per row, one after the other, serving the same torchvision model (random
+Starts one TorchServe per row, all up at once, serving the same torchvision model (random
 weights) through the built-in image_classifier: stock, stock with one share of the cores per
 worker, the boost handler, and TorchServe's own ``torch.compile`` option as its 0.12 docs set it
 in model-config.yaml (the peers):
@@ -15,7 +16,10 @@ in model-config.yaml (the peers):
   in dynamo).
 
 Sends JPEGs made with PIL at concurrency 1 and 4 and reports p50/p99 latency and throughput, with
-boost/stock ratios. torch.compile compiles on the first request, which the warm-up covers.
+boost/stock ratios. The requests of each level go in ``--rounds`` blocks that take turns across
+the servers (the others idle meanwhile): this host's speed drifts by 10-20% over minutes, and
+one server measured after another would take that drift into its ratio. torch.compile compiles
+on the first request, which the warm-up covers.
 Writes benchmarks/results/torchserve_<arch>.{json,md,png}; ``--quick`` (4 requests per level, a
 short boost budget, results in a temporary directory) only checks that every row runs.
 """
@@ -50,8 +54,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
-    """Send ``n`` requests with ``concurrency`` client threads; latency in ms."""
+def block(url: str, images: list[bytes], concurrency: int, n: int) -> tuple[list[float], float]:
+    """Send ``n`` requests with ``concurrency`` client threads; their latencies (ms) and the wall
+    time (s)."""
     sessions = [requests.Session() for _ in range(concurrency)]
 
     def one(i: int) -> float:
@@ -64,9 +69,19 @@ def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
         lat = list(pool.map(one, range(n)))
-    wall = time.perf_counter() - t0
-    return {"concurrency": concurrency, "requests": n, "p50_ms": round(statistics.median(lat), 2),
-            "p99_ms": round(percentile(lat, 99), 2), "throughput_rps": round(n / wall, 2)}
+    return lat, time.perf_counter() - t0
+
+
+def summary(concurrency: int, lat: list[float], wall: float) -> dict:
+    """p50/p99 latency and throughput of requests sent at ``concurrency``."""
+    return {"concurrency": concurrency, "requests": len(lat),
+            "p50_ms": round(statistics.median(lat), 2), "p99_ms": round(percentile(lat, 99), 2),
+            "throughput_rps": round(len(lat) / wall, 2)}
+
+
+def load(url: str, images: list[bytes], concurrency: int, n: int) -> dict:
+    """Send ``n`` requests with ``concurrency`` client threads; latency in ms."""
+    return summary(concurrency, *block(url, images, concurrency, n))
 
 
 def yellowstone_meta(server: Server, name: str) -> dict:
@@ -89,26 +104,51 @@ def served_backend(server: Server, name: str) -> tuple[str, str | None]:
     return ys.get("backend", "native"), precision
 
 
-def run_server(label: str, name: str, work: Path, images: list[bytes], n: int,
-               env: dict | None = None) -> dict:
-    server = Server(work / f"server-{label}", work / "store", f"{name}={name}.mar",
-                    env={"YELLOWSTONE_CACHE_DIR": str(work / "cache"), **(env or {})})
-    try:
+class Row:
+    """One TorchServe server of the comparison: started, warmed, then measured in blocks that
+    alternate with the other rows' (:func:`measure_interleaved`)."""
+
+    def __init__(self, label: str, name: str, work: Path, env: dict | None = None):
+        self.label, self.name = label, name
+        self.server = Server(work / f"server-{label}", work / "store", f"{name}={name}.mar",
+                             env={"YELLOWSTONE_CACHE_DIR": str(work / "cache"), **(env or {})})
+        self.url = f"{self.server.url}/predictions/{name}"
+        self.lat: dict[int, list[float]] = {}
+        self.wall: dict[int, float] = {}
+        self.info: dict = {}
+
+    def ready(self, images: list[bytes]) -> None:
+        """Wait for the model, keep its first answers, warm it up (torch.compile compiles here)."""
         t0 = time.perf_counter()
-        server.wait_model(name)
+        self.server.wait_model(self.name)
         ready_s = time.perf_counter() - t0
-        url = f"{server.url}/predictions/{name}"
-        answers = [requests.post(url, data=img, timeout=300).json() for img in images[:4]]
-        for img in images * 2:  # warm-up
-            requests.post(url, data=img, timeout=300)
-        runs = [load(url, images, c, n) for c in (1, 4)]
-        backend, precision = served_backend(server, name)
-        return {"handler": label, "backend": backend, "served_precision": precision,
-                "threads_alone": yellowstone_meta(server, name).get("threads_alone"),
-                "ready_s": round(ready_s, 1),
-                "runs": runs, "answers": answers}
-    finally:
-        server.stop()
+        answers = [requests.post(self.url, data=img, timeout=300).json() for img in images[:4]]
+        for img in images * 2:
+            requests.post(self.url, data=img, timeout=300)
+        backend, precision = served_backend(self.server, self.name)
+        self.info = {"handler": self.label, "backend": backend, "served_precision": precision,
+                     "threads_alone": yellowstone_meta(self.server, self.name).get("threads_alone"),
+                     "ready_s": round(ready_s, 1), "answers": answers}
+
+    def result(self, levels: tuple[int, ...]) -> dict:
+        """The row's info and one summary per concurrency level over all its blocks."""
+        return {**self.info, "runs": [summary(c, self.lat[c], self.wall[c]) for c in levels]}
+
+
+def measure_interleaved(rows: list[Row], images: list[bytes], levels: tuple[int, ...], n: int,
+                        rounds: int) -> None:
+    """``n`` requests per row and level, sent in ``rounds`` blocks taking turns across the rows.
+
+    Every server is up for the whole measurement, idle while another's block runs, so a slow
+    spell of the host falls on all rows alike instead of on whichever ran then.
+    """
+    for c in levels:
+        per_block = max(c, -(-n // rounds))
+        for r in range(rounds):
+            for row in rows[r % len(rows):] + rows[:r % len(rows)]:
+                lat, wall = block(row.url, images, c, per_block)
+                row.lat.setdefault(c, []).extend(lat)
+                row.wall[c] = row.wall.get(c, 0.0) + wall
 
 
 def compare_answers(a: list[dict], b: list[dict]) -> float:
@@ -171,6 +211,8 @@ def main() -> None:
                     help=f"TorchServe pt2 rows to add: {', '.join(PEERS)}, or none")
     ap.add_argument("--quick", action="store_true",
                     help="4 requests per level, short boost budget, results in a temp dir")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="blocks per level: every server is up at once and the blocks take turns")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
     peers = [p for p in args.peers.split(",") if p and p != "none"]
@@ -179,7 +221,7 @@ def main() -> None:
         ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
     work = Path(tempfile.mkdtemp(prefix="ys-ts-bench-"))
     if args.quick:
-        args.requests = 4
+        args.requests, args.rounds = 4, 1
         os.environ.setdefault("YELLOWSTONE_TIME_BUDGET_S", "0.1")
     args.out_dir = args.out_dir or str(work / "results" if args.quick
                                        else ROOT / "benchmarks" / "results")
@@ -192,18 +234,33 @@ def main() -> None:
                   precision=args.precision)
     for peer in peers:
         build_archive(args.arch, work, boost=False, name=peer, workers=workers, pt2=PEERS[peer])
-    stock = run_server("stock", "stock", work, images, args.requests)
-    # What a careful TorchServe user does by hand: one share of the cores per worker.
-    tuned = run_server("stock_tuned", "stock", work, images, args.requests,
-                       env={"OMP_NUM_THREADS": str(share)})
-    boost = run_server("boost", "boost", work, images, args.requests)
-    peer_rows = {}
-    for peer in peers:
-        try:
-            peer_rows[peer] = run_server(peer, peer, work, images, args.requests)
-        except (RuntimeError, TimeoutError, requests.RequestException) as exc:
-            peer_rows[peer] = {"handler": peer, "backend": "failed", "error": str(exc)[:300],
-                               "runs": [], "answers": []}
+    levels = (1, 4)
+    rows = [Row("stock", "stock", work),
+            # What a careful TorchServe user does by hand: one share of the cores per worker.
+            Row("stock_tuned", "stock", work, env={"OMP_NUM_THREADS": str(share)}),
+            Row("boost", "boost", work)]
+    failed: dict[str, str] = {}
+    try:
+        for row in rows:
+            row.ready(images)
+        for peer in peers:
+            row = Row(peer, peer, work)
+            rows.append(row)
+            try:
+                row.ready(images)
+            except (RuntimeError, TimeoutError, requests.RequestException) as exc:
+                failed[peer] = str(exc)[:300]
+                rows.remove(row)
+                row.server.stop()
+        measure_interleaved(rows, images, levels, args.requests, args.rounds)
+    finally:
+        for row in rows:
+            row.server.stop()
+    by_label = {row.label: row.result(levels) for row in rows}
+    stock, tuned, boost = by_label["stock"], by_label["stock_tuned"], by_label["boost"]
+    peer_rows = {peer: by_label.get(peer) or {"handler": peer, "backend": "failed",
+                                              "error": failed.get(peer, ""), "runs": [],
+                                              "answers": []} for peer in peers}
     stock_answers = stock.pop("answers")
     ratios = []
     for s, t, b in zip(stock["runs"], tuned["runs"], boost["runs"]):
@@ -244,7 +301,9 @@ def main() -> None:
              "one share of the cores per worker, which the boost handler sets by itself"
              + (f"; a boosted worker that is the only one busy runs on all "
                 f"{boost['threads_alone']} cores (`follow_load`)" if boost.get("threads_alone")
-                else "") + ". All three servers ran one after the other in one run.", "",
+                else "") + f". Every server was up at once and the {args.requests} requests per "
+             f"level went in {args.rounds} blocks taking turns across the servers (stock, "
+             "tuned, boost and the pt2 rows), so the host's slow spells fall on all alike.", "",
              "| concurrency | stock p50 ms | tuned p50 ms | boost p50 ms | stock req/s | "
              "tuned req/s | boost req/s | p50 speedup vs stock | vs tuned | throughput vs stock | "
              "vs tuned |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -255,7 +314,7 @@ def main() -> None:
                      f"{r['throughput_ratio']}x | {r['throughput_ratio_vs_tuned']}x |")
     if peer_rows:
         lines += ["", "TorchServe's own torch.compile (model-config.yaml `pt2:`, stock "
-                  "image_classifier), one server each:", "",
+                  "image_classifier), one server each, measured in the same turns:", "",
                   "| row | concurrency | p50 ms | p99 ms | req/s | boost p50 speedup vs row |",
                   "|---|---|---|---|---|---|"]
         for peer, row in peer_rows.items():
