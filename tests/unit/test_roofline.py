@@ -203,3 +203,36 @@ def test_a_reduced_precision_that_fell_back_to_fp32_shows_what_serves() -> None:
     assert "25.00 ms*" in line and "2.00x" in line
     auto = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | onnxruntime"))
     assert auto.endswith("| 1.00 |")
+
+
+def test_close_rows_are_rematched_in_turns_and_shown_as_medians() -> None:
+    def peer(name: str, p50: float) -> dict:
+        return {"model": "m", "peer": name, "precision": "fp32", "setup": "s", "status": "ok",
+                "reason": "", "latency_ms": {"1": {"p50_ms": p50}}}
+
+    close = report("fp32", "openvino", 40.0)
+    close["isolated"] = {"latency_ms": {"1": {"p50_ms": 48.0}}}  # one slow draw: 0.81x
+    far = report("bf16", "openvino", 20.0)
+    far["isolated"] = {"latency_ms": {"1": {"p50_ms": 20.0}}}  # 2x: nothing to settle
+    peers = [peer("onnxruntime", 39.0), peer("inductor", 43.0),
+             {**peer("inductor", 40.0), "precision": "bf16"}]
+    draws = {"alone": iter([38.0, 39.0]), "peer": iter([41.0, 40.0])}
+    calls = []
+
+    def alone_again(rep):
+        calls.append(("alone", rep["precision"]))
+        return {"latency_ms": {"1": {"p50_ms": next(draws["alone"])}}}
+
+    def peer_again(row):
+        calls.append(("peer", row["peer"]))
+        return {**row, "latency_ms": {"1": {"p50_ms": next(draws["peer"])}}}
+
+    core_bench.rematch([close, far], peers, alone_again, peer_again, 2, log=lambda m: None)
+    # only the close row, only against its best peer, taking turns
+    assert calls == [("alone", "fp32"), ("peer", "onnxruntime")] * 2
+    md = core_bench.markdown([close, far], "test machine", ROOF, 60.0, peers=peers)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino | 3 |"))
+    # medians: yellowstone (48, 38, 39) -> 39; onnxruntime (39, 41, 40) -> 40
+    assert "39.00 ms |" in line and "onnxruntime 40.00 ms" in line and "1.03x" in line
+    assert "ok (median of 3 runs)" in md
+    assert next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | openvino | 1 |"))
