@@ -23,15 +23,15 @@ step $py benchmarks/update_readme.py
 step $py benchmarks/ort_isolation.py   # the ONNX Runtime peer rows, each alone in a process
 [ "${1:-}" = "--suite" ] && exit 0
 step $py benchmarks/torchserve_bench.py --arch resnet18
-step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40
+step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 60
 for w in 1 4; do  # the worker sweep (the default above is one worker per core)
-  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers $w \
+  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 60 --workers $w \
     --out-dir benchmarks/results/torchserve_workers$w
 done
-step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers 1 --precision int8 \
+step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 60 --workers 1 --precision int8 \
   --out-dir benchmarks/results/torchserve_workers1
 if grep -qw avx512_bf16 /proc/cpuinfo; then  # bf16 where the CPU has it (the results say what served)
-  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 40 --workers 1 --precision bf16 \
+  step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 60 --workers 1 --precision bf16 \
     --out-dir benchmarks/results/torchserve_workers1
 fi
 step $py benchmarks/torchserve_text_bench.py   # MiniLM through a custom handler
