@@ -119,6 +119,15 @@ class BoostedModel:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on named numpy feeds; return outputs in ``output_names`` order."""
+        return self.run_answered(feeds)[0]
+
+    def run_answered(self, feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], str]:
+        """Like :meth:`run`, with the backend that answered this call (``native`` on a fallback).
+
+        ``backend`` says what serves now; a call that failed on it and fell back was answered
+        by the framework even while the breaker stays closed. A server that names the backend
+        in its response takes it from here.
+        """
         self.handle.check_feeds(feeds)
         route = self._table.pick(batch_of(feeds) if self.handle.batched and feeds else 1)
         if self._board is None:
@@ -154,17 +163,20 @@ class BoostedModel:
         return tuple(self._wide)
 
     def _serve(self, route: Route, compiled: Buckets | None,
-               feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Serve ``feeds`` on ``compiled`` (``route``'s buckets or their wide copy) or natively."""
+               feeds: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], str]:
+        """Serve ``feeds`` on ``compiled`` (its route's buckets, or their wide copy), or natively.
+
+        Returns the outputs and the backend that answered.
+        """
         if compiled is None:
-            return self._native(feeds)
+            return self._native(feeds), NATIVE
         t0 = time.perf_counter()
         outputs = route.guard.run(functools.partial(run_buckets, compiled, feeds, self.handle.batched))
         if isinstance(outputs, Fallback):
             route.guard.count(outputs)
-            return self._native(feeds)
+            return self._native(feeds), NATIVE
         self._timed(route.backend, t0)
-        return outputs
+        return outputs, route.backend
 
     def run_dict(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Like :meth:`run`, keyed by output name."""

@@ -24,7 +24,16 @@ from .decision import decision_record, read_decision
 from .dispatch import NATIVE, Buckets, Built, p50_at, plan_dispatch, run_buckets
 from .errors import CacheError, ConfigError, ValidationError, YellowstoneError
 from .hardware import detect
-from .judge import ValidationSet, bench, example_batch, record_errors, score, validate, validation_sets
+from .judge import (
+    ValidationSet,
+    bench,
+    example_batch,
+    record_errors,
+    runoff,
+    score,
+    validate,
+    validation_sets,
+)
 from .model import ModelHandle, load_model
 from .report import Candidate, Report, stored_report
 from .serving.threads import plan_threads
@@ -370,6 +379,11 @@ class BoostRun:
             result = self.try_candidate(f"[{step}/{len(names)}] {name}", name, sets, native)
             if result is not None:
                 built[name] = result
+        runners = {NATIVE: self.handle.run, **{
+            name: functools.partial(run_buckets, compiled, batched=self.handle.batched)
+            for name, (compiled, _) in built.items()}}
+        runoff([c for c in self.report.candidates if c.status == "ok"], runners, self.handle,
+               self.sizes, self.cfg.time_budget_s)
         best = self.choose(native)
         if self.handle.batched:
             extras = plan_dispatch(self.report, self.cfg, best, built)

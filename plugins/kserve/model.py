@@ -166,8 +166,7 @@ class BoostModel(kserve.Model):
             feeds = codec.decode_v1(payload, boosted.inputs)
         loop = asyncio.get_running_loop()
         # Off the event loop: concurrent requests run side by side in its executor.
-        outputs = await loop.run_in_executor(None, boosted.run, feeds)
-        backend = boosted.backend
+        outputs, backend = await loop.run_in_executor(None, boosted.run_answered, feeds)
         if response_headers is not None:
             response_headers[BACKEND_HEADER] = backend
         names = boosted.output_names

@@ -240,3 +240,16 @@ def test_native_calls_are_timed_too(cache_dir, monkeypatch):
     before = native_count()
     boosted.run(model.random_feeds(batch=2, seed=3))
     assert native_count() == before + 1
+
+
+def test_each_call_says_which_backend_answered_it(fakes):
+    fakes["fast"].fail_at_run = [0]
+    model = NumpyModel()
+    boosted = yellowstone.boost(model, backends="fast", max_runtime_failures=3, **FAST)
+    x = {"x": np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)}
+    assert boosted.run_answered(x)[1] == "fast"
+    fakes["fast"].fail_at_run[0] = 1
+    outputs, answered = boosted.run_answered(x)
+    assert answered == "native" and boosted.backend == "fast"  # one failure: breaker closed
+    np.testing.assert_allclose(outputs[0], model.run(x)[0], rtol=1e-6)
+    assert boosted.run_answered(x)[1] == "fast"

@@ -46,6 +46,9 @@ class FakeBoosted:
             raise self.error
         return [feeds["x"] * 2.0]
 
+    def run_answered(self, feeds):
+        return self.run(feeds), self.backend
+
 
 class _GrpcServer:
     """KServe's gRPC servicer and interceptors on 127.0.0.1:<free port>, in a thread's loop."""

@@ -1,0 +1,70 @@
+"""The runoff: near-tied candidates are timed again in turns before the choice."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import yellowstone
+from yellowstone import judge
+from yellowstone.backends import register_backend, unregister_backend
+from yellowstone.report import Candidate
+
+from .fakes import FakeBackend, NumpyModel
+
+
+def _cand(name: str, p50: float) -> Candidate:
+    c = Candidate(backend=name, status="ok")
+    c.latency_ms = {1: {"p50_ms": p50, "p90_ms": p50, "iters": 10}}
+    c.p50_ms = c.p90_ms = p50
+    return c
+
+
+def _sleeper(ms: float, calls: list):
+    def run(feeds):
+        calls.append(feeds["x"].shape[0])
+        time.sleep(ms / 1e3)
+    return run
+
+
+def test_near_ties_are_timed_again_in_turns_and_far_ones_are_not():
+    # As first timed, "a" looked fastest and "b" 5% behind; "c" is far behind.
+    a, b, c = _cand("a", 1.00), _cand("b", 1.05), _cand("c", 5.0)
+    calls = {n: [] for n in "abc"}
+    runners = {"a": _sleeper(2.0, calls["a"]), "b": _sleeper(0.2, calls["b"]),
+               "c": _sleeper(0.1, calls["c"])}
+    judge.runoff([a, b, c], runners, NumpyModel(), [1], budget=0.06)
+    assert calls["c"] == []  # not close: its first timing stands
+    assert c.latency_ms[1] == {"p50_ms": 5.0, "p90_ms": 5.0, "iters": 10}
+    assert a.latency_ms[1]["runoff"] == b.latency_ms[1]["runoff"] == judge.RUNOFF_ROUNDS
+    assert b.p50_ms < 1.0 < a.p50_ms  # the rounds' medians now rank them as they run
+    assert set(calls["a"]) == set(calls["b"]) == {1}
+
+
+def test_a_lone_candidate_or_a_clear_winner_costs_nothing():
+    a, b = _cand("a", 1.0), _cand("b", 2.0)
+    calls: list = []
+    judge.runoff([a, b], {"a": _sleeper(0.1, calls), "b": _sleeper(0.1, calls)}, NumpyModel(),
+                 [1], budget=0.05)
+    judge.runoff([a], {"a": _sleeper(0.1, calls)}, NumpyModel(), [1], budget=0.05)
+    assert calls == [] and "runoff" not in a.latency_ms[1]
+
+
+def test_boost_holds_a_runoff_between_tied_candidates(cache_dir):
+    made = {"tie1": FakeBackend("tie1"), "tie2": FakeBackend("tie2")}
+    for name, backend in made.items():
+        register_backend(name, backend)
+    try:
+        boosted = yellowstone.boost(NumpyModel(), backends="tie1,tie2", time_budget_s=0.03,
+                                    validation_rounds=1)
+    finally:
+        for name in made:
+            unregister_backend(name)
+    tied = {c.backend: c for c in boosted.report.candidates}
+    assert tied["tie1"].latency_ms[1].get("runoff") == judge.RUNOFF_ROUNDS
+    assert tied["tie2"].latency_ms[1].get("runoff") == judge.RUNOFF_ROUNDS
+    assert "runoff" not in tied["native"].latency_ms[1]  # 1 ms a call: far behind both
+    assert boosted.backend in ("tie1", "tie2")
+    x = np.ones((2, 6), np.float32)
+    assert boosted.run({"x": x})[0].shape == (2, 3)
