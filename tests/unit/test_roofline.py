@@ -205,7 +205,7 @@ def test_a_reduced_precision_that_fell_back_to_fp32_shows_what_serves() -> None:
     assert auto.endswith("| 1.00 |")
 
 
-def test_close_rows_are_rematched_in_turns_and_shown_as_medians() -> None:
+def test_rows_behind_or_close_are_rematched_in_turns_and_shown_as_medians() -> None:
     def peer(name: str, p50: float) -> dict:
         return {"model": "m", "peer": name, "precision": "fp32", "setup": "s", "status": "ok",
                 "reason": "", "latency_ms": {"1": {"p50_ms": p50}}}
@@ -213,7 +213,7 @@ def test_close_rows_are_rematched_in_turns_and_shown_as_medians() -> None:
     close = report("fp32", "openvino", 40.0)
     close["isolated"] = {"latency_ms": {"1": {"p50_ms": 48.0}}}  # one slow draw: 0.81x
     far = report("bf16", "openvino", 20.0)
-    far["isolated"] = {"latency_ms": {"1": {"p50_ms": 20.0}}}  # 2x: nothing to settle
+    far["isolated"] = {"latency_ms": {"1": {"p50_ms": 20.0}}}  # 2x ahead: nothing to settle
     peers = [peer("onnxruntime", 39.0), peer("inductor", 43.0),
              {**peer("inductor", 40.0), "precision": "bf16"}]
     draws = {"alone": iter([38.0, 39.0]), "peer": iter([41.0, 40.0])}
@@ -236,3 +236,16 @@ def test_close_rows_are_rematched_in_turns_and_shown_as_medians() -> None:
     assert "39.00 ms |" in line and "onnxruntime 40.00 ms" in line and "1.03x" in line
     assert "ok (median of 3 runs)" in md
     assert next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | openvino | 1 |"))
+
+
+def test_a_row_far_behind_is_rematched_too() -> None:
+    rep = report("fp32", "openvino", 4.0)
+    rep["isolated"] = {"latency_ms": {"1": {"p50_ms": 6.2}}}  # a slow spell: 0.56x
+    peers = [{"model": "m", "peer": "onnxruntime", "precision": "fp32", "setup": "s",
+              "status": "ok", "reason": "", "latency_ms": {"1": {"p50_ms": 3.5}}}]
+    again = iter([3.9, 4.0])
+    core_bench.rematch([rep], peers, lambda r: {"latency_ms": {"1": {"p50_ms": next(again)}}},
+                       lambda row: {**row, "latency_ms": {"1": {"p50_ms": 3.6}}}, 2,
+                       log=lambda m: None)
+    assert len(rep["isolated"]["repeats"]) == 2 and len(peers[0]["repeats"]) == 2
+    assert core_bench._p50s(rep["isolated"]) == {1: 4.0}

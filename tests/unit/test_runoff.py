@@ -52,7 +52,8 @@ def test_a_lone_candidate_or_a_clear_winner_costs_nothing():
 
 
 def test_boost_holds_a_runoff_between_tied_candidates(cache_dir):
-    made = {"tie1": FakeBackend("tie1"), "tie2": FakeBackend("tie2")}
+    # 0.3 ms a call each (sleep-bound, so equal within the margin); native sleeps 1 ms
+    made = {"tie1": FakeBackend("tie1", delay=3e-4), "tie2": FakeBackend("tie2", delay=3e-4)}
     for name, backend in made.items():
         register_backend(name, backend)
     try:
