@@ -66,60 +66,53 @@ def peers():
         peer.close()
 
 
-def test_each_process_sees_the_others_busy(tmp_path, peers):
-    path = tmp_path / "board"
-    board = BusyBoard(path)
-    try:
-        assert path.stat().st_mode & 0o077 == 0  # private to the user
-        with board.busy() as alone:
-            assert alone and board.others_busy() == 0
-        peers.append(Peer(path))
-        peer = peers[0]
-        assert peer.slot != board.slot
-        assert peer.say("busy") == "ok"
-        assert board.others_busy() == 1
-        with board.busy() as alone:
-            assert not alone
-            assert peer.say("others") == "1"  # the peer sees this process busy too
-        assert peer.say("others") == "0"
-        assert peer.say("idle") == "ok"
-        with board.busy() as alone:
-            assert alone
-    finally:
-        board.close()
+@pytest.fixture
+def board(tmp_path):
+    """This process on a fresh board (one per process: it holds the process's slot lock)."""
+    made = BusyBoard(tmp_path / "board")
+    yield made
+    made.close()
 
 
-def test_nested_calls_in_one_process_count_once_for_the_others(tmp_path, peers):
-    path = tmp_path / "board"
-    board = BusyBoard(path)
-    try:
-        peers.append(Peer(path))
-        with board.busy(), board.busy() as alone:
-            assert alone  # its own calls do not count against it
-            assert peers[0].say("others") == "1"
-        assert peers[0].say("others") == "0"
-    finally:
-        board.close()
+def test_each_process_sees_the_others_busy(board, peers):
+    assert board.path.stat().st_mode & 0o077 == 0  # private to the user
+    with board.busy() as alone:
+        assert alone and board.others_busy() == 0
+    peers.append(Peer(board.path))
+    peer = peers[0]
+    assert peer.slot != board.slot
+    assert peer.say("busy") == "ok"
+    assert board.others_busy() == 1
+    with board.busy() as alone:
+        assert not alone
+        assert peer.say("others") == "1"  # the peer sees this process busy too
+    assert peer.say("others") == "0"
+    assert peer.say("idle") == "ok"
+    with board.busy() as alone:
+        assert alone
 
 
-def test_a_worker_that_died_busy_is_cleared_when_the_next_one_joins(tmp_path, peers):
-    path = tmp_path / "board"
-    board = BusyBoard(path)
-    try:
-        first, second = Peer(path), Peer(path)
-        peers.extend([first, second])
-        assert first.say("busy") == "ok" and second.say("busy") == "ok"
-        assert board.others_busy() == 2
-        assert first.say("idle") == "ok"
-        first.close()  # gone while idle: its slot is free and clean
-        second.die()  # gone while busy: its byte still says busy
-        assert board.others_busy() == 1
-        joined = Peer(path)
-        peers.append(joined)
-        assert joined.slot == first.slot != second.slot  # the dead byte was not its own...
-        assert board.others_busy() == 0  # ...but joining cleared it
-    finally:
-        board.close()
+def test_nested_calls_in_one_process_count_once_for_the_others(board, peers):
+    peers.append(Peer(board.path))
+    with board.busy(), board.busy() as alone:
+        assert alone  # its own calls do not count against it
+        assert peers[0].say("others") == "1"
+    assert peers[0].say("others") == "0"
+
+
+def test_a_worker_that_died_busy_is_cleared_when_the_next_one_joins(board, peers):
+    first, second = Peer(board.path), Peer(board.path)
+    peers.extend([first, second])
+    assert first.say("busy") == "ok" and second.say("busy") == "ok"
+    assert board.others_busy() == 2
+    assert first.say("idle") == "ok"
+    first.close()  # gone while idle: its slot is free and clean
+    second.die()  # gone while busy: its byte still says busy
+    assert board.others_busy() == 1
+    joined = Peer(board.path)
+    peers.append(joined)
+    assert joined.slot == first.slot != second.slot  # the dead byte was not its own...
+    assert board.others_busy() == 0  # ...but joining cleared it
 
 
 def test_another_users_board_is_refused(tmp_path, monkeypatch):
