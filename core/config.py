@@ -86,7 +86,8 @@ class BoostConfig:
             time with every core and use that copy for any call that starts while no other
             worker on the host is busy (:mod:`yellowstone.loadshare`): one request at a time
             then runs as fast as with one worker, and under load each keeps its share. Costs
-            one more load of the artifact (its memory and a second, one-round check).
+            one more load of the artifact (its memory and a second, one-round check); skipped
+            where the copies would take more than a quarter of a container memory limit.
         spin_wait: backend threads may spin-wait between and after their parallel sections
             (ONNX Runtime's default): fastest for calls back to back in one loop. In a server
             the request path (HTTP, decoding, the frontend's IPC) runs on the same cores between

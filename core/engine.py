@@ -21,9 +21,9 @@ from .cache import ArtifactCache, make_key
 from .calibration import Calibration, calibration_set
 from .config import BoostConfig, resolve_config
 from .decision import decision_record, read_decision
-from .dispatch import NATIVE, Buckets, Built, p50_at, plan_dispatch, run_buckets
+from .dispatch import NATIVE, Buckets, Built, disk_bytes, p50_at, plan_dispatch, run_buckets
 from .errors import CacheError, ConfigError, ValidationError, YellowstoneError
-from .hardware import detect
+from .hardware import detect, memory_limit_bytes
 from .judge import (
     ValidationSet,
     bench,
@@ -211,8 +211,10 @@ class BoostRun:
         """With several workers sharing the cores, give each thread-owning backend a wide copy.
 
         Only backends that size their own thread pool (``owns_threads``) gain from a copy with
-        more threads; the others (and a fixed ``threads``) keep their share. A copy that does
-        not load or check is left out with a WARNING: that backend keeps its share.
+        more threads; the others (and a fixed ``threads``) keep their share. Under a container
+        memory limit, the copies (their artifacts' size on disk, times the workers) may take at
+        most a quarter of it. A copy that does not load or check is left out with a WARNING:
+        that backend keeps its share.
         """
         cfg = self.cfg
         plan = plan_threads(cfg.workers, cfg.threads)
@@ -221,7 +223,16 @@ class BoostRun:
             return
         owners = {name: dirs for name, (buckets, dirs) in built.items()
                   if buckets and dirs and getattr(get_backend(name), "owns_threads", False)}
-        if not owners or (board := loadshare.board()) is None:
+        if not owners:
+            return
+        limit = memory_limit_bytes()
+        extra = sum(disk_bytes(dirs) for dirs in owners.values()) * plan.workers
+        if limit and extra > limit // 4:
+            logger.info("%s: no every-core copies: %d workers would hold %d MiB more, past a "
+                        "quarter of the memory limit (%d MiB); each keeps %d thread(s) per call",
+                        self.handle.name, plan.workers, extra >> 20, limit >> 20, plan.threads)
+            return
+        if (board := loadshare.board()) is None:
             return
         wide: dict[str, Buckets] = {}
         for name, dirs in owners.items():

@@ -102,6 +102,27 @@ def _cgroup_cpu_quota(root: str) -> int | None:
     return -(-quota_us // period_us) if quota_us > 0 and period_us > 0 else None
 
 
+def memory_limit_bytes(cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """The container's memory limit (v2 ``memory.max``, else v1 ``limit_in_bytes``), or None.
+
+    A v1 limit of 2**60 or more is the kernel's "unlimited".
+    """
+    for rel in ("memory.max", os.path.join("memory", "memory.limit_in_bytes")):
+        try:
+            with open(os.path.join(cgroup_root, rel), encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            return None
+        return value if 0 < value < 2**60 else None
+    return None
+
+
 def _read_cpuinfo() -> tuple[str, set[str]]:
     model, flags = platform.processor() or "unknown", set()
     try:

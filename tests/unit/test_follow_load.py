@@ -154,3 +154,31 @@ def test_calls_the_framework_serves_run_in_the_native_scope(cache_dir, owner):
 def test_a_process_wide_pool_or_native_is_not_an_own_pool(cache_dir, pooled):
     assert not yellowstone.boost(NumpyModel(), backends="pooled", **FAST).own_thread_pools
     assert not yellowstone.boost(NumpyModel(), backends="native", **FAST).own_thread_pools
+
+
+def test_no_wide_copy_past_a_quarter_of_the_memory_limit(four_cores, board, owner, monkeypatch,
+                                                          caplog):
+    from yellowstone import engine
+
+    monkeypatch.setattr(engine, "memory_limit_bytes", lambda: 1000)  # the fake's weights: >250 B
+    with caplog.at_level(logging.INFO, logger="yellowstone.engine"):
+        boosted = yellowstone.boost(NumpyModel(), backends="owner", workers=2, **FAST)
+    assert boosted.backend == "owner" and boosted.wide_backends == ()
+    assert "past a quarter of the memory limit" in caplog.text
+    monkeypatch.setattr(engine, "memory_limit_bytes", lambda: 1 << 30)
+    again = yellowstone.boost(NumpyModel(), backends="owner", workers=2, **FAST)
+    assert again.wide_backends == ("owner",)
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"memory.max": "2147483648\n"}, 2 << 30),
+    ({"memory.max": "max\n"}, None),
+    ({"memory/memory.limit_in_bytes": "1073741824\n"}, 1 << 30),
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1 "unlimited"
+    ({}, None),
+])
+def test_the_memory_limit_is_read_from_either_cgroup_version(tmp_path, files, expected):
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert hardware.memory_limit_bytes(str(tmp_path)) == expected
