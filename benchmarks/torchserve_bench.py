@@ -93,10 +93,11 @@ def yellowstone_meta(server: Server, name: str) -> dict:
     return (meta or {}).get("yellowstone") or {}
 
 
-def served_backend(server: Server, name: str) -> tuple[str, str | None]:
-    """The backend the boost handler reports in the model's customized metadata, and the
-    precision it serves (None for a stock handler; fp32 when the framework serves)."""
-    ys = yellowstone_meta(server, name)
+def served_backend(server: Server, name: str, ys: dict | None = None) -> tuple[str, str | None]:
+    """The backend the boost handler reports in the model's customized metadata (``ys``, read
+    when not given), and the precision it serves (None for a stock handler; fp32 when the
+    framework serves)."""
+    ys = yellowstone_meta(server, name) if ys is None else ys
     if not ys:
         return "torch (stock)", None
     report = ys.get("report") or {}
@@ -125,9 +126,10 @@ class Row:
         answers = [requests.post(self.url, data=img, timeout=300).json() for img in images[:4]]
         for img in images * 2:
             requests.post(self.url, data=img, timeout=300)
-        backend, precision = served_backend(self.server, self.name)
+        ys = yellowstone_meta(self.server, self.name)
+        backend, precision = served_backend(self.server, self.name, ys)
         self.info = {"handler": self.label, "backend": backend, "served_precision": precision,
-                     "threads_alone": yellowstone_meta(self.server, self.name).get("threads_alone"),
+                     "threads_alone": ys.get("threads_alone"),
                      "ready_s": round(ready_s, 1), "answers": answers}
 
     def result(self, levels: tuple[int, ...]) -> dict:

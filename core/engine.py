@@ -202,9 +202,8 @@ class BoostRun:
         scratch = self.builds.release_scratch(serving)
         boosted = BoostedModel(self.handle, compiled, report, self.cfg, dirs, scratch=scratch,
                                extras=extras)
-        if compiled is not None:
-            extras[report.chosen] = (compiled, dirs)
-        self.follow_load(boosted, extras)
+        self.follow_load(boosted, extras if compiled is None
+                         else {**extras, report.chosen: (compiled, dirs)})
         return boosted
 
     def follow_load(self, boosted: BoostedModel, built: Mapping[str, Built]) -> None:
