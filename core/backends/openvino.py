@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CompilationError, ConversionError, missing_extra
+from ..hardware import available_cores
 from . import distribution_version, module_available
 from .base import Availability, CompiledModel, CompileRequest
 
@@ -184,6 +185,12 @@ class OpenVinoBackend:
                   "PERFORMANCE_HINT": "LATENCY"}
         if request.threads:
             config["INFERENCE_NUM_THREADS"] = str(request.threads)
+            if request.threads < available_cores():
+                # A share of the cores (one of several workers): OpenVINO pins each process's
+                # threads from the first core up, so every worker's threads would stack on the
+                # same cores (two 1-thread ResNet-50 workers: 5.6 calls/s each pinned, 11.7
+                # unpinned). The scheduler spreads unpinned threads over the cores.
+                config["ENABLE_CPU_PINNING"] = "NO"
         config.update({k: str(v) for k, v in dict(request.options.get("config", {})).items()})
         return config
 

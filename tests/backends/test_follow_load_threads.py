@@ -47,3 +47,30 @@ def test_the_same_artifact_loads_again_with_more_threads(name, tmp_path):
     assert all(np.any(v) for v in feeds.values())
     assert compare(handle.output_names, narrow.run(feeds), wide.run(feeds), "fp32") == []
     assert compare(handle.output_names, handle.run(feeds), wide.run(feeds), "fp32") == []
+
+
+@pytest.mark.parametrize("name", [backend_param("openvino")])
+def test_a_share_of_the_cores_is_not_pinned(name, tmp_path):
+    """Workers each given a share must not all pin their threads to the first cores."""
+    cores = hardware.available_cores()
+    if cores < 2:
+        pytest.skip("one core: every thread count is all of the cores")
+    backend = get_backend(name)
+    handle = load_model(*build("cnn"))
+    share = backend.compile(handle, CompileRequest(batch=None, precision="fp32", threads=1,
+                                                   shared=True), tmp_path)
+    assert share.compiled.get_property("ENABLE_CPU_PINNING") is False
+    every = backend.load(handle, CompileRequest(batch=None, precision="fp32", threads=cores,
+                                                shared=True), tmp_path)
+    assert int(every.compiled.get_property("INFERENCE_NUM_THREADS")) == cores
+    default = ov_default_pinning()
+    assert every.compiled.get_property("ENABLE_CPU_PINNING") is default
+    feeds = handle.random_feeds(batch=2, seed=5)
+    assert compare(handle.output_names, handle.run(feeds), share.run(feeds), "fp32") == []
+
+
+def ov_default_pinning() -> bool:
+    """OpenVINO's own pinning default for this host's CPU plugin."""
+    import openvino as ov
+
+    return bool(ov.Core().get_property("CPU", "ENABLE_CPU_PINNING"))

@@ -10,6 +10,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,13 @@ static void ov_model_close(ys_model* m) {
   m->impl = NULL;
 }
 
+/* The CPUs in this process's affinity mask. */
+static int usable_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return CPU_COUNT(&set);
+}
+
 static int ov_model_open(ys_model* m, const ys_manifest* mf, const char* device, int num_threads) {
   ov_runtime* r = m->rt->impl;
   const ov_api* ov = &r->ov;
@@ -152,14 +160,26 @@ static int ov_model_open(ys_model* m, const ys_manifest* mf, const char* device,
   char threads[16];
   snprintf(threads, sizeof threads, "%d", num_threads);
   const char* dev = device && *device ? device : "CPU";
-  int status = num_threads > 0
-      ? ov->core_compile_model(r->core, model, dev, 6, &impl->compiled,
-                               "INFERENCE_PRECISION_HINT", mf->precision,
-                               "PERFORMANCE_HINT", "LATENCY",
-                               "INFERENCE_NUM_THREADS", threads)
-      : ov->core_compile_model(r->core, model, dev, 4, &impl->compiled,
-                               "INFERENCE_PRECISION_HINT", mf->precision,
-                               "PERFORMANCE_HINT", "LATENCY");
+  int status;
+  if (num_threads > 0 && num_threads < usable_cpus()) {
+    /* A share of the cores: OpenVINO would pin every compiled model's threads from the first
+       core up, stacking several models (or processes) on the same cores. Unpinned, the
+       scheduler spreads them. */
+    status = ov->core_compile_model(r->core, model, dev, 8, &impl->compiled,
+                                    "INFERENCE_PRECISION_HINT", mf->precision,
+                                    "PERFORMANCE_HINT", "LATENCY",
+                                    "INFERENCE_NUM_THREADS", threads,
+                                    "ENABLE_CPU_PINNING", "NO");
+  } else if (num_threads > 0) {
+    status = ov->core_compile_model(r->core, model, dev, 6, &impl->compiled,
+                                    "INFERENCE_PRECISION_HINT", mf->precision,
+                                    "PERFORMANCE_HINT", "LATENCY",
+                                    "INFERENCE_NUM_THREADS", threads);
+  } else {
+    status = ov->core_compile_model(r->core, model, dev, 4, &impl->compiled,
+                                    "INFERENCE_PRECISION_HINT", mf->precision,
+                                    "PERFORMANCE_HINT", "LATENCY");
+  }
   ov->model_free(model);
   if (status != 0) {
     impl->compiled = NULL;
