@@ -389,7 +389,8 @@ class BoostRun:
             result = self.try_candidate(f"[{step}/{len(names)}] {name}", name, sets, native)
             if result is not None:
                 built[name] = result
-        runners = {NATIVE: self.handle.run, **{
+        runners: dict[str, Callable[[dict[str, np.ndarray]], object]] = {
+            NATIVE: self.handle.run, **{
             name: functools.partial(run_buckets, compiled, batched=self.handle.batched)
             for name, (compiled, _) in built.items()}}
         runoff([c for c in self.report.candidates if c.status == "ok"], runners, self.handle,
