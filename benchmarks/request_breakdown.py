@@ -46,6 +46,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "torchserve"))
 
+from benchmarks.ts_frontend import (  # noqa: E402
+    WARMUP_MODEL,
+    WARMUP_REQUESTS,
+    Client,
+    build_warmup_archive,
+    warm_frontend,
+    with_warmup,
+)
+
 STAGES = ("frontend + IPC", "decode", "preprocess", "tensor conversion", "model", "postprocess",
           "handler, other")
 HEADER = "X-Ys-Stages"
@@ -247,30 +256,39 @@ def build(model: str, work: Path, arch: str, boost_options: dict) -> dict[str, b
     return {"bodies": [t.encode() for t in SENTENCES + CALIBRATION_SENTENCES[:12]]}
 
 
-def measure(name: str, work: Path, bodies: list, n: int, warmup: int) -> dict:
-    """Serve ``name`` alone, send ``n`` sequential requests after a warm-up; stages per request."""
+def measure(name: str, work: Path, bodies: list, n: int, warmup: int,
+            frontend_warmup: int = WARMUP_REQUESTS) -> dict:
+    """Serve ``name`` alone, send ``n`` sequential requests after a warm-up; stages per request.
+
+    The frontend's JIT is warmed first on the echo model (``ts_frontend.warm_frontend``), and
+    the client is one keep-alive ``http.client`` connection, so "frontend + IPC" is the
+    server's steady state, not a cold JVM's or the client library's.
+    """
     import requests
     from serve import Server
 
-    server = Server(work / f"server-{name}", work / "store", f"{name}={name}.mar",
+    server = Server(work / f"server-{name}", work / "store", with_warmup(f"{name}={name}.mar"),
                     env={"YELLOWSTONE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1"})
     try:
         server.wait_model(name)
-        url = f"{server.url}/predictions/{name}"
-        session = requests.Session()
+        client = Client(f"{server.url}/predictions/{name}", timeout=900)
         for i in range(warmup):  # the first request boosts MiniLM; torch warms up its kernels
-            session.post(url, data=bodies[i % len(bodies)], timeout=900).raise_for_status()
+            client.post_ok(bodies[i % len(bodies)])
+        server.wait_model(WARMUP_MODEL)
+        warm_frontend(server.url, bodies[0], frontend_warmup)
         rows = []
         for i in range(n):
             t0 = time.perf_counter()
-            r = session.post(url, data=bodies[i % len(bodies)], timeout=300)
+            status, data, headers = client.post(bodies[i % len(bodies)])
             client_ms = (time.perf_counter() - t0) * 1e3
-            r.raise_for_status()
-            stamps = r.headers.get(HEADER)
+            if status != 200:
+                raise RuntimeError(f"{name}: HTTP {status}: {data[:300]!r}")
+            stamps = headers.get(HEADER)
             if stamps is None:
                 raise RuntimeError(f"{name}: no {HEADER} header in the response "
-                                   f"(headers: {dict(r.headers)})")
+                                   f"(headers: {dict(headers)})")
             rows.append(stages_of(json.loads(stamps), client_ms))
+        client.close()
         info = requests.get(f"{server.management}/models/{name}", params={"customized": "true"},
                             timeout=60).json()[0]
         meta = info.get("customizedMetadata")
@@ -324,12 +342,14 @@ def server_mode(args: argparse.Namespace) -> None:
     out = Path(args.out_dir) if args.out_dir else (work / "results" if args.quick else
                                                     ROOT / "benchmarks" / "results")
     results = []
+    build_warmup_archive(work / "store")
     for model in args.models.split(","):
         key = {"resnet50": "resnet", "minilm": "minilm"}[model.strip()]
         bodies = build(key, work, arch, boost_options)["bodies"]
         label = arch if key == "resnet" else "MiniLM"
         for side in ("stock", "boost"):
-            row = measure(f"{side}_{key}", work, bodies, requests_n, warmup=2 if args.quick else 8)
+            row = measure(f"{side}_{key}", work, bodies, requests_n, warmup=2 if args.quick else 8,
+                          frontend_warmup=50 if args.quick else WARMUP_REQUESTS)
             results.append({"model": label, "side": side, **row})
             print(f"{label} {side}: {row['backend']}, " + ", ".join(
                 f"{s} {row['mean_ms'][s]:.2f}" for s in STAGES), flush=True)
@@ -343,7 +363,9 @@ def server_mode(args: argparse.Namespace) -> None:
     lines = ["# One TorchServe request, stage by stage: stock vs boost handler", "",
              f"CPU: {doc['host']['line']}.", "",
              f"Batch 1, one worker on {doc['cores']} cores, {requests_n} sequential requests per "
-             "side after a warm-up; mean ms per stage (frontend + IPC = client total minus the "
+             "side after a warm-up (the model's, then the frontend's JIT on an echo model: "
+             "`benchmarks/ts_frontend.py`), one keep-alive `http.client` connection; mean ms "
+             "per stage (frontend + IPC = client total minus the "
              "worker handler's own time). Boost preprocessing: "
              + "; ".join(f"{r['model']}: {r['preprocess']}" for r in results
                          if r["side"] == "boost") + ".", "", *table(results)]

@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import queue
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,14 @@ from serve import Server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from benchmarks.roofline import host_info  # noqa: E402
+from benchmarks.ts_frontend import (  # noqa: E402
+    WARMUP_MODEL,
+    WARMUP_REQUESTS,
+    Client,
+    build_warmup_archive,
+    warm_frontend,
+    with_warmup,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,20 +64,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def block(url: str, images: list[bytes], concurrency: int, n: int) -> tuple[list[float], float]:
-    """Send ``n`` requests with ``concurrency`` client threads; their latencies (ms) and the wall
-    time (s)."""
-    sessions = [requests.Session() for _ in range(concurrency)]
+    """Send ``n`` requests with ``concurrency`` client threads, each on its own keep-alive
+    connection (``ts_frontend.Client``); their latencies (ms) and the wall time (s)."""
+    clients = [Client(url) for _ in range(concurrency)]
+    idle: queue.SimpleQueue = queue.SimpleQueue()  # a connection serves one request at a time
+    for client in clients:
+        idle.put(client)
 
     def one(i: int) -> float:
-        s = sessions[i % concurrency]
-        t0 = time.perf_counter()
-        r = s.post(url, data=images[i % len(images)], timeout=300)
-        r.raise_for_status()
-        return (time.perf_counter() - t0) * 1e3
+        client = idle.get()
+        try:
+            t0 = time.perf_counter()
+            client.post_ok(images[i % len(images)])
+            return (time.perf_counter() - t0) * 1e3
+        finally:
+            idle.put(client)
 
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(concurrency) as pool:
-        lat = list(pool.map(one, range(n)))
+    try:
+        with cf.ThreadPoolExecutor(concurrency) as pool:
+            lat = list(pool.map(one, range(n)))
+    finally:
+        for client in clients:
+            client.close()
     return lat, time.perf_counter() - t0
 
 
@@ -111,26 +129,35 @@ class Row:
 
     def __init__(self, label: str, name: str, work: Path, env: dict | None = None):
         self.label, self.name = label, name
-        self.server = Server(work / f"server-{label}", work / "store", f"{name}={name}.mar",
+        self.server = Server(work / f"server-{label}", work / "store",
+                             with_warmup(f"{name}={name}.mar"),
                              env={"YELLOWSTONE_CACHE_DIR": str(work / "cache"), **(env or {})})
         self.url = f"{self.server.url}/predictions/{name}"
         self.lat: dict[int, list[float]] = {}
         self.wall: dict[int, float] = {}
         self.info: dict = {}
 
-    def ready(self, images: list[bytes]) -> None:
-        """Wait for the model, keep its first answers, warm it up (torch.compile compiles here)."""
+    def ready(self, images: list[bytes], frontend_warmup: int = WARMUP_REQUESTS) -> None:
+        """Wait for the model, keep its first answers, warm it up (torch.compile compiles here),
+        then warm the frontend's JIT on the echo model (``ts_frontend.warm_frontend``)."""
         t0 = time.perf_counter()
         self.server.wait_model(self.name)
         ready_s = time.perf_counter() - t0
-        answers = [requests.post(self.url, data=img, timeout=300).json() for img in images[:4]]
-        for img in images * 2:
-            requests.post(self.url, data=img, timeout=300)
+        client = Client(self.url)
+        try:
+            answers = [json.loads(client.post_ok(img)) for img in images[:4]]
+            for img in images * 4:
+                client.post_ok(img)
+        finally:
+            client.close()
+        self.server.wait_model(WARMUP_MODEL)
+        frontend = warm_frontend(self.server.url, images[0], frontend_warmup)
         ys = yellowstone_meta(self.server, self.name)
         backend, precision = served_backend(self.server, self.name, ys)
         self.info = {"handler": self.label, "backend": backend, "served_precision": precision,
                      "threads_alone": ys.get("threads_alone"),
-                     "ready_s": round(ready_s, 1), "answers": answers}
+                     "ready_s": round(ready_s, 1), "frontend_warmup": frontend,
+                     "answers": answers}
 
     def result(self, levels: tuple[int, ...]) -> dict:
         """The row's info and one summary per concurrency level over all its blocks."""
@@ -215,6 +242,9 @@ def main() -> None:
                     help="4 requests per level, short boost budget, results in a temp dir")
     ap.add_argument("--rounds", type=int, default=4,
                     help="blocks per level: every server is up at once and the blocks take turns")
+    ap.add_argument("--frontend-warmup", type=int, default=WARMUP_REQUESTS,
+                    help="requests each server's echo model answers before the measurement, so "
+                         "the frontend's JIT is warm (see ts_frontend.py)")
     ap.add_argument("--out-dir", default=None)
     args = ap.parse_args()
     peers = [p for p in args.peers.split(",") if p and p != "none"]
@@ -223,7 +253,7 @@ def main() -> None:
         ap.error(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
     work = Path(tempfile.mkdtemp(prefix="ys-ts-bench-"))
     if args.quick:
-        args.requests, args.rounds = 4, 1
+        args.requests, args.rounds, args.frontend_warmup = 4, 1, 50
         os.environ.setdefault("YELLOWSTONE_TIME_BUDGET_S", "0.1")
     args.out_dir = args.out_dir or str(work / "results" if args.quick
                                        else ROOT / "benchmarks" / "results")
@@ -231,6 +261,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     workers = args.workers or cores
     share = max(1, cores // workers)
+    build_warmup_archive(work / "store")
     build_archive(args.arch, work, boost=False, name="stock", workers=workers)
     build_archive(args.arch, work, boost=True, precompile=True, name="boost", workers=workers,
                   precision=args.precision)
@@ -244,13 +275,13 @@ def main() -> None:
     failed: dict[str, str] = {}
     try:
         for row in rows:
-            row.ready(images)
+            row.ready(images, args.frontend_warmup)
         for peer in peers:
             row = Row(peer, peer, work)
             rows.append(row)
             try:
-                row.ready(images)
-            except (RuntimeError, TimeoutError, requests.RequestException) as exc:
+                row.ready(images, args.frontend_warmup)
+            except (RuntimeError, TimeoutError, OSError, requests.RequestException) as exc:
                 failed[peer] = str(exc)[:300]
                 rows.remove(row)
                 row.server.stop()
@@ -305,7 +336,11 @@ def main() -> None:
                 f"{boost['threads_alone']} cores (`follow_load`)" if boost.get("threads_alone")
                 else "") + f". Every server was up at once and the {args.requests} requests per "
              f"level went in {args.rounds} blocks taking turns across the servers (stock, "
-             "tuned, boost and the pt2 rows), so the host's slow spells fall on all alike.", "",
+             "tuned, boost and the pt2 rows), so the host's slow spells fall on all alike. "
+             f"Before them each server's frontend answered {args.frontend_warmup} requests to "
+             "an echo model (its JIT warm, as in a server that has been running), and every "
+             "client is one keep-alive `http.client` connection (`benchmarks/ts_frontend.py`).",
+             "",
              "| concurrency | stock p50 ms | tuned p50 ms | boost p50 ms | stock req/s | "
              "tuned req/s | boost req/s | p50 speedup vs stock | vs tuned | throughput vs stock | "
              "vs tuned |", "|---|---|---|---|---|---|---|---|---|---|---|"]
