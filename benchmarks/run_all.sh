@@ -22,6 +22,7 @@ step $py benchmarks/core_bench.py --tvm
 step $py benchmarks/update_readme.py
 step $py benchmarks/ort_isolation.py   # the ONNX Runtime peer rows, each alone in a process
 [ "${1:-}" = "--suite" ] && exit 0
+step $py benchmarks/ts_frontend.py   # TorchServe's own frontend: cold vs warm, per client
 step $py benchmarks/torchserve_bench.py --arch resnet18
 step $py benchmarks/torchserve_bench.py --arch resnet50 --requests 60
 for w in 1 4; do  # the worker sweep (the default above is one worker per core)
