@@ -238,7 +238,7 @@ def rematch(reports: list[dict], peers: list[dict], rerun_alone: Callable[[dict]
                 if again is not None:
                     alone.setdefault("repeats", []).append(again["latency_ms"])
                 other = rerun_peer(row)
-                if other is not None and other.get("status") == "ok":
+                if other is not None and other.get("status") in ("ok", "rejected"):  # a timing draw
                     row.setdefault("repeats", []).append(other["latency_ms"])
 
 
@@ -368,33 +368,51 @@ def best_peers(peers: list[dict], model: str, precision: str, b: int) -> tuple[s
     return min(times, key=lambda t: t[1]) if times else None
 
 
+def faster_rejected(peers: list[dict], model: str, precision: str, b: int,
+                    best: tuple[str, float] | None) -> tuple[str, float] | None:
+    """The fastest peer that failed yellowstone's check, where it beats the best valid one."""
+    times = [(r["peer"], _p50s(r)[b]) for r in peers
+             if r["model"] == model and r["precision"] == precision
+             and r["status"] == "rejected" and str(b) in r.get("latency_ms", {})]
+    fast = min(times, key=lambda t: t[1]) if times else None
+    return fast if fast and (best is None or fast[1] < best[1]) else None
+
+
 def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
                 roofline: dict | None, violations: list[str]) -> list[str]:
     """The peers' rows, then yellowstone's chosen backend against the fastest peer."""
     gflop = {r["model"]: r.get("gflop") for r in reports}
     setups = dict.fromkeys(f"`{r['peer']}`: {r['setup']}" for r in peers)
     lines = ["", "Peers: what a user would pick instead, set up as their docs advise, each in its "
-             "own process, timed like the suite; accuracy against eager fp32 on the same inputs "
-             "(max abs error, worst row's cosine). " + "; ".join(setups) + ".", ""]
-    head = (["model", "precision", "peer", "status", "max abs err", "cosine (worst row)"]
+             "own process, timed like the suite, then held to the check yellowstone's own "
+             "candidates must pass (the same tolerances, fresh random inputs and, under reduced "
+             "precision, the same 64 extra samples; accuracy against eager fp32): max abs error, "
+             "top-1 agreement (classifiers), mean and worst row's cosine. A peer that fails it "
+             "is `rejected`: its times are shown, but it is not a best peer. "
+             + "; ".join(setups) + ".", ""]
+    head = (["model", "precision", "peer", "status", "max abs err", "top-1", "mean cosine",
+             "cosine (worst row)"]
             + [f"p50 ms b{b}" for b in sizes] + [f"GFLOP/s b{b}" for b in sizes]
             + [f"% of roof b{b}" for b in sizes])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in peers:
         lat = _p50s(r)
-        status = r["status"] if r["status"] == "ok" else f"{r['status']} ({r['reason'][:90]})"
+        status = r["status"] if r["status"] == "ok" else f"{r['status']} ({r['reason'][:120]})"
         if r.get("repeats"):
             status += f" (median of {1 + len(r['repeats'])} runs)"
         rates, shares = row_roof(gflop.get(r["model"]), lat, sizes, roofline, r["precision"],
                                  f"peer {r['peer']} {r['model']} {r['precision']}", violations)
         row = [r["model"], r["precision"], r["peer"], status, _cell(r.get("max_abs_err"), ".1e"),
+               _cell(r.get("top1_agreement"), ".3f"), _cell(r.get("mean_cosine"), ".4f"),
                _cell(r.get("min_cosine"), ".4f")] + [_cell(lat.get(b), ".2f") for b in sizes]
         lines.append("| " + " | ".join(row + rates + shares) + " |")
-    lines += ["", "Yellowstone against the best peer (best peer p50 / yellowstone p50: above 1 "
-              "yellowstone is faster). Yellowstone's p50 is the boosted model as a user calls it "
-              "(`boosted(*inputs)`, loaded from the run's cache), timed in a fresh process that "
-              "holds nothing else, as each peer is; `*` marks a row where that run failed and the "
-              "in-suite time stands in. Where yellowstone was behind or less than "
+    lines += ["", "Yellowstone against the best peer (the fastest peer that passes the check; "
+              "a faster one that failed it is named in brackets), as best peer p50 / "
+              "yellowstone p50: above 1 yellowstone is faster. Yellowstone's p50 is the boosted "
+              "model as a user calls it (`boosted(*inputs)`, loaded from the run's cache), "
+              "timed in a fresh process that holds nothing else, as each peer is; `*` marks a "
+              "row where that run failed and the in-suite time stands in. Where yellowstone "
+              "was behind or less than "
               f"{round((CLOSE - 1) * 100)}% ahead, both were run again, taking turns, "
               "each in a fresh process, and the row's times are the medians (`runs` says how "
               "many): one process is one draw of this host's spread between processes. No "
@@ -422,7 +440,11 @@ def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
                 mine, mark = _latency(served_at(rep, b)).get(b), "*"
             best = best_peers(peers, rep["model"], rep["precision"], b)
             cells.append(f"{_cell(mine, '.2f')} ms{mark}")
-            cells.append("-" if best is None else f"{best[0]} {best[1]:.2f} ms")
+            shown = "-" if best is None else f"{best[0]} {best[1]:.2f} ms"
+            fast = faster_rejected(peers, rep["model"], rep["precision"], b, best)
+            if fast:
+                shown += f" ({fast[0]} {fast[1]:.2f} ms rejected)"
+            cells.append(shown)
             cells.append(f"{best[1] / mine:.2f}x" if best and mine else "-")
         lines.append(f"| {rep['model']} | {rep['precision']} | {serves} | {runs} | "
                      + " | ".join(cells) + " |")

@@ -8,7 +8,10 @@ one compiler breaks the next in the same process (inductor, then ``backend="open
 crash takes down only its own row. Latency is ``yellowstone.bench.measure``, the suite's own
 (5 warm-up calls, then p50 over the time budget), per batch size; accuracy is the max abs error
 and the worst row's cosine similarity against the framework's eager fp32 output on the same
-inputs. ``core_bench.py`` runs these after yellowstone's own runs and tabulates them.
+inputs. Each peer is then held to the check yellowstone's own candidates must pass
+(:func:`judge_peer`: the same tolerances, samples and pooled top-1/cosine rules); one that fails
+keeps its times, marked ``rejected``, and is left out of "best peer". ``core_bench.py`` runs
+these after yellowstone's own runs and tabulates them.
 
 Peers and their documented set-up:
 
@@ -304,12 +307,57 @@ def accuracy(ref, out) -> tuple[float, float]:
     return float(np.abs(ref - out).max()), float(cos.min())
 
 
+def judge_peer(model, run, example: tuple, precision: str, task: str, sizes: list[int],
+               timing_inputs: dict[int, tuple], seed: int) -> dict:
+    """Hold a peer to the check yellowstone holds its own candidates to (``yellowstone.judge``).
+
+    The same rule on the same kind and number of samples: per batch size, the timing inputs plus
+    ``validation_rounds`` fresh random rounds; under reduced precision also
+    ``judge.ACCURACY_SAMPLES`` more (in batches of the largest size, so no compiler sees a new
+    shape); every output compared with eager fp32 by ``validate.compare`` under this precision's
+    tolerance and ``task``, then the pooled top-1 agreement and mean cosine judged by
+    ``validate.pooled_problems``. Returns the accuracy fields of the row and ``problems`` (empty
+    when the peer's answers pass).
+    """
+    from yellowstone.config import BoostConfig
+    from yellowstone.judge import ACCURACY_SAMPLES
+    from yellowstone.validate import compare, pooled_problems
+
+    rounds = BoostConfig().validation_rounds
+    sets = []
+    for b in sizes:
+        sets.append((f"batch {b}, timing inputs", timing_inputs[b]))
+        sets += [(f"batch {b}, random round {r + 1}", batch_inputs(example, b, seed + 1000 * b + r))
+                 for r in range(rounds)]
+    if precision != "fp32":
+        big = max(sizes)
+        sets += [(f"accuracy set, part {k + 1}", batch_inputs(example, big, seed + 999 + k))
+                 for k in range(-(-ACCURACY_SAMPLES // big))]
+    errors: dict = {}
+    problems: list[str] = []
+    worst_cos = 1.0
+    for label, inputs in sets:
+        ref, got = _to_numpy(_eager(model, inputs)), _to_numpy(run(inputs))
+        problems += compare(["output"], [ref], [got], precision, task=task, errors=errors,
+                            context=label)
+        worst_cos = min(worst_cos, accuracy(ref, got)[1])
+    problems = pooled_problems(errors, precision, task) + problems  # the pooled verdict first
+    err = errors["output"]
+    return {"max_abs_err": err.max_abs_err, "min_cosine": worst_cos,
+            "mean_cosine": err.mean_cosine, "top1_agreement": err.top1_agreement,
+            "top1_samples": err.top1_samples, "problems": problems}
+
+
 def one_peer(name: str, peer: str, precision: str, sizes: list[int], budget: float) -> dict:
-    """Child process: build ``peer`` for ``name`` at ``precision``, validate it, time each batch."""
+    """Child process: build ``peer`` for ``name`` at ``precision``, time each batch, judge it.
+
+    A peer whose answers fail yellowstone's own check keeps its times in the row, with status
+    ``rejected`` and the reason; the suite compares yellowstone only with peers that pass.
+    """
     sys.path.insert(0, str(ROOT))
     if name not in KERAS_MODELS:
         import torchvision  # noqa: F401 - before TensorFlow, which crashes it when imported first
-    from benchmarks.zoo import MODELS
+    from benchmarks.zoo import MODELS, TASKS
     from yellowstone.bench import measure
 
     row: dict[str, Any] = {"model": name, "peer": peer, "precision": precision,
@@ -319,18 +367,18 @@ def one_peer(name: str, peer: str, precision: str, sizes: list[int], budget: flo
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         run = BUILDERS[peer](model, example, precision, Path(tmp))
-        worst_err, worst_cos = 0.0, 1.0
+        timing = {b: example if b == 1 else batch_inputs(example, b, seed=b) for b in sizes}
         for b in sizes:
-            inputs = example if b == 1 else batch_inputs(example, b, seed=b)
-            out = _to_numpy(run(inputs))  # compiles this batch size
+            run(timing[b])  # compiles this batch size
             if b == sizes[0]:
                 row["compile_s"] = round(time.perf_counter() - t0, 2)
-            err, cos = accuracy(_to_numpy(_eager(model, inputs)), out)
-            worst_err, worst_cos = max(worst_err, err), min(worst_cos, cos)
-            row["latency_ms"][str(b)] = measure(lambda inputs=inputs: run(inputs),
+            row["latency_ms"][str(b)] = measure(lambda inputs=timing[b]: run(inputs),
                                                 budget_s=budget).to_dict()
-    row.update(status="ok", max_abs_err=worst_err, min_cosine=worst_cos,
-               version=_version(peer))
+        check = judge_peer(model, run, example, precision, TASKS[name], sizes, timing,
+                           seed=int(time.time_ns() % 2**31))
+    problems = check.pop("problems")
+    row.update(check, version=_version(peer), status="rejected" if problems else "ok",
+               reason="; ".join(problems))
     return row
 
 

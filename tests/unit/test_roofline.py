@@ -188,6 +188,27 @@ def test_yellowstone_vs_best_peer_uses_the_time_measured_alone() -> None:
     assert "40.00 ms*" in line and "1.25x" in line
 
 
+def test_a_peer_that_fails_the_check_is_shown_but_is_not_the_best_peer() -> None:
+    peers = [{"model": "m", "peer": "inductor", "precision": "bf16", "setup": "s",
+              "status": "rejected", "top1_agreement": 0.85,
+              "reason": "output: top-1 agreement 0.850 over 82 samples < 0.9",
+              "latency_ms": {"1": {"p50_ms": 20.0}}},
+             {"model": "m", "peer": "openvino_torch", "precision": "bf16", "setup": "s",
+              "status": "ok", "reason": "", "top1_agreement": 0.95,
+              "latency_ms": {"1": {"p50_ms": 50.0}}}]
+    md = core_bench.markdown([report("bf16", "openvino", 40.0)], "test machine", ROOF, 60.0,
+                             peers=peers)
+    row = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | inductor |"))
+    assert "rejected (output: top-1 agreement 0.850" in row and "| 0.850 |" in row
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | openvino |")
+                and "openvino_torch" in ln)
+    # measured against the fastest peer that passes; the faster rejected one named beside it
+    assert "openvino_torch 50.00 ms (inductor 20.00 ms rejected)" in line and "1.25x" in line
+    assert core_bench.best_peers(peers, "m", "bf16", 1) == ("openvino_torch", 50.0)
+    peers[1]["latency_ms"]["1"]["p50_ms"] = 10.0  # the valid peer is the faster: nothing named
+    assert core_bench.faster_rejected(peers, "m", "bf16", 1, ("openvino_torch", 10.0)) is None
+
+
 def test_a_reduced_precision_that_fell_back_to_fp32_shows_what_serves() -> None:
     rep = report("bf16", "openvino", 40.0)
     rep["candidates"][1].update(status="rejected", reason="top-1 agreement 0.8")
