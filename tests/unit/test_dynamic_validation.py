@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -199,3 +200,28 @@ def test_tvm_buckets_a_masked_length_and_declines_other_dims(handle):
     unmasked = SeqModel()
     unmasked.apply_specs(parse_specs(["ids:-1xseq=1..64:int64"], where="test"))
     assert "carries no padding mask" in TvmBackend().supports(unmasked)
+
+
+def test_check_feeds_remembers_an_accepted_signature_for_the_current_specs(handle, monkeypatch):
+    checked = []
+    real = ModelHandle._check_feeds
+    monkeypatch.setattr(ModelHandle, "_check_feeds",
+                        lambda self, feeds: (checked.append(1), real(self, feeds))[1])
+    feeds = handle.random_feeds(batch=2, seed=0, dims={"seq": 7})
+    handle.check_feeds(feeds)
+    handle.check_feeds(handle.random_feeds(batch=2, seed=1, dims={"seq": 7}))  # same signature
+    assert len(checked) == 1
+    # a new shape, dtype or input set is checked (and refused where wrong), memo or not
+    handle.check_feeds(handle.random_feeds(batch=2, seed=0, dims={"seq": 9}))
+    with pytest.raises(BadRequestError, match="expected dtype"):
+        handle.check_feeds(dict(feeds, ids=feeds["ids"].astype(np.float32)))
+    with pytest.raises(BadRequestError, match=r"'mask': dimension 1 \(seq\) is 5"):
+        handle.check_feeds(dict(feeds, mask=feeds["mask"][:, :5]))
+    with pytest.raises(BadRequestError, match="missing input"):
+        handle.check_feeds({"ids": feeds["ids"]})
+    handle.check_feeds(feeds)
+    assert len(checked) == 5  # the accepted seq=7 signature again: not re-checked
+    # new specs (a narrower range) forget what the old ones accepted
+    handle.inputs = tuple(dataclasses.replace(s, ranges={"seq": (1, 5)}) for s in handle.inputs)
+    with pytest.raises(BadRequestError, match=r"outside 1\.\.5"):
+        handle.check_feeds(feeds)
