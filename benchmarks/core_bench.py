@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/core_bench.py [--models resnet50,mobilenet_v3,minilm,keras_cnn]
         [--precisions fp32,int8,bf16] [--batch-sizes 1,8] [--tvm] [--time-budget 2]
-        [--peers inductor,openvino_torch,onnxruntime,tf_xla,...|none] [--rematch-rounds 2]
+        [--peers inductor,openvino_torch,onnxruntime,tf_xla,...|none] [--h2h-rounds 8]
         [--roofline FILE] [--out benchmarks/results]
 
 First the roofline (``roofline.py``, its own process): the CPU's theoretical roof per precision
@@ -11,8 +11,9 @@ Then one boost per (model, precision), each in its own process, one after the ot
 never compete for the cores and one crash cannot take down the rest. ``--tvm`` adds a TVM run
 per model at fp32, batch 1 (TVM is left out of ``auto``; this shows why). Then the peers
 (``peers.py``: the tools a user would pick instead, each in its own process); where yellowstone's
-choice, timed alone in a fresh process, is behind the best peer or less than 25% ahead, both run
-again in turns (``--rematch-rounds``) and the tables give medians (:func:`rematch`). Writes
+choice, timed alone in a fresh process, is behind the best peer or less than 25% ahead, the two
+are timed again head to head, in one process, in alternating blocks (``--h2h-rounds``;
+:func:`settle`, :func:`head_to_head`), and the table gives that run's medians. Writes
 ``roofline.json``, ``core_bench.json`` (every report, the peers, FLOPs, the roofline, the machine,
 wall time), ``core_bench.md`` (the README tables: speed, accuracy, share of each precision's own
 roof, peers, yellowstone against the best peer) and ``core_bench_<model>.png`` (speedup over
@@ -91,15 +92,59 @@ def isolated_run(name: str, precision: str, backends: str, sizes: str, budget: f
     out.write_text(json.dumps({"latency_ms": timings, "cache": boosted.report.cache}, indent=1))
 
 
+def head_to_head(name: str, precision: str, backends: str, sizes: str, budget: float,
+                 cache: str, peer: str, rounds: int, out: Path) -> None:
+    """Child process: yellowstone's boosted model and one peer, in turns, in this one process.
+
+    The boosted model comes from ``cache`` (the suite's own run, loaded without compiling); the
+    peer is built as ``peers.one_peer`` builds it. At each batch size the two take ``rounds``
+    turns (ABBA order), each a block of ``measure`` (5 warm-up calls, then ``budget`` / 2
+    seconds), so a slow spell of the host falls on both alike. Per round the ratio is the peer's
+    p50 over yellowstone's in the adjacent blocks; the result gives each side's median p50 and
+    the median and range of those paired ratios.
+    """
+    from benchmarks.peers import BUILDERS, batch_inputs
+    from yellowstone.bench import measure
+
+    model, example, boosted = _boost(name, precision, backends, sizes, budget, cache)
+    result: dict = {"peer": peer, "rounds": rounds, "latency_ms": {}, "peer_latency_ms": {},
+                    "ratio": {}, "ratio_range": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_run = BUILDERS[peer](model, example, precision, Path(tmp))
+        for b in (int(s) for s in sizes.split(",")):
+            inputs = example if b == 1 else batch_inputs(example, b, seed=b)
+            sides = {"yellowstone": lambda inputs=inputs: boosted(*inputs),
+                     "peer": lambda inputs=inputs: peer_run(inputs)}
+            for fn in sides.values():
+                fn()  # the peer compiles this batch size
+            p50s: dict[str, list[float]] = {k: [] for k in sides}
+            for r in range(rounds):
+                order = ("yellowstone", "peer") if r % 4 in (0, 3) else ("peer", "yellowstone")
+                for side in order:
+                    p50s[side].append(measure(sides[side], budget_s=budget / 2).p50_ms)
+            ratios = [theirs / mine for theirs, mine in zip(p50s["peer"], p50s["yellowstone"])]
+            result["latency_ms"][str(b)] = {"p50_ms": statistics.median(p50s["yellowstone"]),
+                                            "rounds_p50_ms": p50s["yellowstone"]}
+            result["peer_latency_ms"][str(b)] = {"p50_ms": statistics.median(p50s["peer"]),
+                                                 "rounds_p50_ms": p50s["peer"]}
+            result["ratio"][str(b)] = statistics.median(ratios)
+            result["ratio_range"][str(b)] = [min(ratios), max(ratios)]
+    out.write_text(json.dumps(result, indent=1))
+
+
 def suite_child(name: str, precision: str, backends: str, sizes: str, budget: float, cache: str,
-                out: Path, *, isolated: bool = False) -> dict | None:
-    """Run :func:`one_run` (or :func:`isolated_run`) in a child process; its JSON, or None."""
-    tmp = out / f".{name}-{precision}{'-alone' if isolated else ''}.json"
+                out: Path, *, isolated: bool = False,
+                against: tuple[str, int] | None = None) -> dict | None:
+    """Run :func:`one_run` (:func:`isolated_run`; :func:`head_to_head` with ``against`` = (peer,
+    rounds)) in a child process; its JSON, or None."""
+    mode = "-alone" if isolated else f"-vs-{against[0]}" if against else ""
+    tmp = out / f".{name}-{precision}{mode}.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, __file__, "--child", name, precision, backends, cache,
                            "--batch-sizes", sizes, "--time-budget", str(budget),
-                           "--child-out", str(tmp)] + (["--isolated"] if isolated else []),
-                          env=env)
+                           "--child-out", str(tmp)] + (["--isolated"] if isolated else [])
+                          + (["--head-to-head", against[0], "--h2h-rounds", str(against[1])]
+                             if against else []), env=env)
     if proc.returncode != 0 or not tmp.exists():
         print(f"{name} {precision}: benchmark process failed (exit {proc.returncode})",
               file=sys.stderr)
@@ -197,49 +242,40 @@ def _latency(c: dict) -> dict[int, float]:
 
 
 def _p50s(row: dict) -> dict[int, float]:
-    """p50 per batch size over a row's fresh-process runs: the first and any rematches (median)."""
-    runs = [row.get("latency_ms", {}), *row.get("repeats", [])]
-    sizes = sorted({int(k) for run in runs for k in run})
-    return {b: statistics.median(run[str(b)]["p50_ms"] for run in runs if str(b) in run)
-            for b in sizes}
+    """p50 per batch size of one measured row (a peer, or yellowstone alone)."""
+    return _latency(row)
 
 
-CLOSE = 1.25  # a row behind the best peer, or ahead by less than this, is rematched
+CLOSE = 1.25  # a row behind the best peer, or ahead by less than this, is settled head to head
 
 
-def rematch(reports: list[dict], peers: list[dict], rerun_alone: Callable[[dict], dict | None],
-            rerun_peer: Callable[[dict], dict | None], rounds: int,
-            log: Callable[[str], None]) -> None:
-    """Time yellowstone's choice and the best peer again where they are close, taking turns.
+def settle(reports: list[dict], peers: list[dict],
+           head_to_head: Callable[[dict, dict], dict | None], log: Callable[[str], None]) -> None:
+    """Time yellowstone's choice against the best peer in turns, in one process, where close.
 
-    One fresh process each is a single draw of this host's process-to-process spread (10%
-    typically, up to 50% in a slow spell). Where yellowstone is behind the best peer at some
-    batch size, or ahead by less than ``CLOSE``, both are run ``rounds`` more times,
-    alternating, each in a fresh process; their p50s are kept as ``repeats`` and the tables use
-    the median over all of a row's runs.
+    One fresh process each is a single draw of this host's spread (10% typically; in a slow
+    spell one process runs 1.6x slower than the next, for seconds at a time). Where yellowstone,
+    timed alone, is behind the best peer at some batch size or ahead by less than ``CLOSE``,
+    ``head_to_head(rep, peer_row)`` runs both in one process, in alternating blocks
+    (:func:`head_to_head`); its result is kept as ``rep["head_to_head"][peer]`` and the
+    "against the best peer" table takes that row's times and paired ratio from it.
     """
     for rep in reports:
         alone = rep.get("isolated")
         if rep.get("run_backends", "auto") != "auto" or not alone:
             continue
-        mine = _p50s(alone)
-        close = {}
-        for b, t in mine.items():
+        close = set()
+        for b, t in _p50s(alone).items():
             best = best_peers(peers, rep["model"], rep["precision"], b)
             if best and best[1] / t < CLOSE:
-                close[best[0]] = b
-        for peer_name in close:
+                close.add(best[0])
+        for peer_name in sorted(close):
             row = next(r for r in peers if r["model"] == rep["model"] and r["peer"] == peer_name
                        and r["precision"] == rep["precision"])
-            for i in range(rounds):
-                log(f"== rematch {rep['model']} {rep['precision']}: yellowstone vs {peer_name}, "
-                    f"round {i + 1} of {rounds}")
-                again = rerun_alone(rep)
-                if again is not None:
-                    alone.setdefault("repeats", []).append(again["latency_ms"])
-                other = rerun_peer(row)
-                if other is not None and other.get("status") in ("ok", "rejected"):  # a timing draw
-                    row.setdefault("repeats", []).append(other["latency_ms"])
+            log(f"== head to head {rep['model']} {rep['precision']}: yellowstone vs {peer_name}")
+            got = head_to_head(rep, row)
+            if got is not None:
+                rep.setdefault("head_to_head", {})[peer_name] = got
 
 
 def roof_header(roofline: dict | None) -> str:
@@ -398,8 +434,6 @@ def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
     for r in peers:
         lat = _p50s(r)
         status = r["status"] if r["status"] == "ok" else f"{r['status']} ({r['reason'][:120]})"
-        if r.get("repeats"):
-            status += f" (median of {1 + len(r['repeats'])} runs)"
         rates, shares = row_roof(gflop.get(r["model"]), lat, sizes, roofline, r["precision"],
                                  f"peer {r['peer']} {r['model']} {r['precision']}", violations)
         row = [r["model"], r["precision"], r["peer"], status, _cell(r.get("max_abs_err"), ".1e"),
@@ -410,15 +444,15 @@ def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
               "a faster one that failed it is named in brackets), as best peer p50 / "
               "yellowstone p50: above 1 yellowstone is faster. Yellowstone's p50 is the boosted "
               "model as a user calls it (`boosted(*inputs)`, loaded from the run's cache), "
-              "timed in a fresh process that holds nothing else, as each peer is; `*` marks a "
-              "row where that run failed and the in-suite time stands in. Where yellowstone "
-              "was behind or less than "
-              f"{round((CLOSE - 1) * 100)}% ahead, both were run again, taking turns, "
-              "each in a fresh process, and the row's times are the medians (`runs` says how "
-              "many): one process is one draw of this host's spread between processes. No "
-              "peer here offers int8 without a quantisation step of its own, so int8 rows have "
-              "none.", "",
-              "| model | precision | yellowstone serves | runs | "
+              "first timed alone in a fresh process, as each peer is (`*`: that run failed and "
+              "the in-suite time stands in). Where that put yellowstone behind or less than "
+              f"{round((CLOSE - 1) * 100)}% ahead, the two were timed again head to head: in one "
+              "process, in alternating blocks (`in turns xN`: N rounds each), so the host's slow "
+              "spells, which last seconds and move one process 1.6x, fall on both; the row then "
+              "gives each side's median and the median of the paired per-round ratios, with "
+              "their range. No peer here offers int8 without a quantisation step of its own, "
+              "so int8 rows have none.", "",
+              "| model | precision | yellowstone serves | timed | "
               + " | ".join(f"yellowstone b{b} | best peer b{b} | yellowstone vs best peer b{b}"
                            for b in sizes) + " |",
               "|---|---|---|---|" + "---|---|---|" * len(sizes)]
@@ -431,24 +465,35 @@ def peer_tables(reports: list[dict], peers: list[dict], sizes: list[int],
         serves = serves_label(rep, sizes)
         if serves == "native" and rep["precision"] != "fp32":
             serves += " (fp32 fallback)"
-        cells = []
-        alone = _p50s(rep["isolated"]) if rep.get("isolated") else {}
-        runs = 1 + len((rep.get("isolated") or {}).get("repeats", []))
-        for b in sizes:
-            mine, mark = alone.get(b), ""
-            if mine is None:
-                mine, mark = _latency(served_at(rep, b)).get(b), "*"
-            best = best_peers(peers, rep["model"], rep["precision"], b)
-            cells.append(f"{_cell(mine, '.2f')} ms{mark}")
-            shown = "-" if best is None else f"{best[0]} {best[1]:.2f} ms"
-            fast = faster_rejected(peers, rep["model"], rep["precision"], b, best)
-            if fast:
-                shown += f" ({fast[0]} {fast[1]:.2f} ms rejected)"
-            cells.append(shown)
-            cells.append(f"{best[1] / mine:.2f}x" if best and mine else "-")
-        lines.append(f"| {rep['model']} | {rep['precision']} | {serves} | {runs} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {rep['model']} | {rep['precision']} | {serves} | "
+                     + " | ".join(against_best_cells(rep, peers, sizes)) + " |")
     return lines
+
+
+def against_best_cells(rep: dict, peers: list[dict], sizes: list[int]) -> list[str]:
+    """The "timed" cell, then per batch size: yellowstone, the best peer, their ratio."""
+    alone = _p50s(rep["isolated"]) if rep.get("isolated") else {}
+    h2h = rep.get("head_to_head") or {}
+    cells = []
+    for b in sizes:
+        mine, mark = alone.get(b), ""
+        if mine is None:
+            mine, mark = _latency(served_at(rep, b)).get(b), "*"
+        best = best_peers(peers, rep["model"], rep["precision"], b)
+        fast = faster_rejected(peers, rep["model"], rep["precision"], b, best)
+        rejected = f" ({fast[0]} {fast[1]:.2f} ms rejected)" if fast else ""
+        pair = h2h.get(best[0]) if best else None
+        if pair and str(b) in pair["ratio"]:
+            lo, hi = pair["ratio_range"][str(b)]
+            cells += [f"{pair['latency_ms'][str(b)]['p50_ms']:.2f} ms",
+                      f"{best[0]} {pair['peer_latency_ms'][str(b)]['p50_ms']:.2f} ms{rejected}",
+                      f"{pair['ratio'][str(b)]:.2f}x ({lo:.2f}-{hi:.2f})"]
+            continue
+        cells += [f"{_cell(mine, '.2f')} ms{mark}",
+                  ("-" if best is None else f"{best[0]} {best[1]:.2f} ms") + rejected,
+                  f"{best[1] / mine:.2f}x" if best and mine else "-"]
+    rounds = sorted({f"in turns x{v['rounds']}" for v in h2h.values()})
+    return [", ".join(rounds) if rounds else "alone"] + cells
 
 
 def plot_model(name: str, reports: list[dict], out: Path, machine: str = "") -> None:
@@ -521,9 +566,11 @@ def main() -> int:
     p.add_argument("--time-budget", type=float, default=2.0)
     p.add_argument("--peers", default="all",
                    help="comma-separated peers from peers.PEERS, 'all', or 'none'")
-    p.add_argument("--rematch-rounds", type=int, default=2,
-                   help="extra alternating fresh-process runs of yellowstone and the best peer "
-                        "where yellowstone is behind or less than 25%% ahead (0: none)")
+    p.add_argument("--h2h-rounds", type=int, default=8,
+                   help="rounds of the head-to-head run (yellowstone and the best peer in turns, "
+                        "in one process) where yellowstone is behind or less than 25%% ahead "
+                        "(0: none)")
+    p.add_argument("--head-to-head", default=None, help=argparse.SUPPRESS)
     p.add_argument("--roofline", default=None,
                    help="reuse this roofline.json instead of measuring the roofline again")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -539,6 +586,10 @@ def main() -> int:
         return 0
     if args.child:
         name, precision, backends, cache = args.child
+        if args.head_to_head:
+            head_to_head(name, precision, backends, args.batch_sizes, args.time_budget, cache,
+                         args.head_to_head, args.h2h_rounds, Path(args.child_out))
+            return 0
         step = isolated_run if args.isolated else one_run
         step(name, precision, backends, args.batch_sizes, args.time_budget, cache,
              Path(args.child_out))
@@ -563,7 +614,7 @@ def main() -> int:
     if args.tvm:
         runs += [(m, "fp32", "tvm", "1") for m in models if m not in KERAS_MODELS]
     reports = []
-    caches: dict[tuple[str, str], tempfile.TemporaryDirectory[str]] = {}  # kept for rematches
+    caches: dict[tuple[str, str], tempfile.TemporaryDirectory[str]] = {}  # kept for head-to-head runs
     try:
         for name, precision, backends, sizes in runs:
             log(f"== {name} {precision} [{backends}] batch {sizes}")
@@ -586,17 +637,13 @@ def main() -> int:
             peers = run_peers(models, [p for p in args.precisions.split(",") if p != "int8"],
                               args.batch_sizes, args.time_budget, chosen, log=log)
 
-            def alone_again(rep: dict) -> dict | None:
+            def pair(rep: dict, row: dict) -> dict | None:
                 return suite_child(rep["model"], rep["precision"], "auto", args.batch_sizes,
                                    args.time_budget, caches[(rep["model"], rep["precision"])].name,
-                                   out, isolated=True)
+                                   out, against=(row["peer"], args.h2h_rounds))
 
-            def peer_again(row: dict) -> dict | None:
-                rows = run_peers([row["model"]], [row["precision"]], args.batch_sizes,
-                                 args.time_budget, [row["peer"]])
-                return rows[0] if rows else None
-
-            rematch(reports, peers, alone_again, peer_again, args.rematch_rounds, log)
+            if args.h2h_rounds > 0:
+                settle(reports, peers, pair, log)
     finally:
         for cache in caches.values():
             cache.cleanup()

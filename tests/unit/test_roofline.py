@@ -226,7 +226,7 @@ def test_a_reduced_precision_that_fell_back_to_fp32_shows_what_serves() -> None:
     assert auto.endswith("| 1.00 |")
 
 
-def test_rows_behind_or_close_are_rematched_in_turns_and_shown_as_medians() -> None:
+def test_rows_behind_or_close_are_settled_head_to_head_against_their_best_peer() -> None:
     def peer(name: str, p50: float) -> dict:
         return {"model": "m", "peer": name, "precision": "fp32", "setup": "s", "status": "ok",
                 "reason": "", "latency_ms": {"1": {"p50_ms": p50}}}
@@ -237,36 +237,30 @@ def test_rows_behind_or_close_are_rematched_in_turns_and_shown_as_medians() -> N
     far["isolated"] = {"latency_ms": {"1": {"p50_ms": 20.0}}}  # 2x ahead: nothing to settle
     peers = [peer("onnxruntime", 39.0), peer("inductor", 43.0),
              {**peer("inductor", 40.0), "precision": "bf16"}]
-    draws = {"alone": iter([38.0, 39.0]), "peer": iter([41.0, 40.0])}
     calls = []
 
-    def alone_again(rep):
-        calls.append(("alone", rep["precision"]))
-        return {"latency_ms": {"1": {"p50_ms": next(draws["alone"])}}}
+    def pair(rep, row):
+        calls.append((rep["precision"], row["peer"]))
+        return {"peer": row["peer"], "rounds": 8, "latency_ms": {"1": {"p50_ms": 38.5}},
+                "peer_latency_ms": {"1": {"p50_ms": 40.1}}, "ratio": {"1": 1.04},
+                "ratio_range": {"1": [0.97, 1.12]}}
 
-    def peer_again(row):
-        calls.append(("peer", row["peer"]))
-        return {**row, "latency_ms": {"1": {"p50_ms": next(draws["peer"])}}}
-
-    core_bench.rematch([close, far], peers, alone_again, peer_again, 2, log=lambda m: None)
-    # only the close row, only against its best peer, taking turns
-    assert calls == [("alone", "fp32"), ("peer", "onnxruntime")] * 2
+    core_bench.settle([close, far], peers, pair, log=lambda m: None)
+    assert calls == [("fp32", "onnxruntime")]  # only the close row, only against its best peer
     md = core_bench.markdown([close, far], "test machine", ROOF, 60.0, peers=peers)
-    line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino | 3 |"))
-    # medians: yellowstone (48, 38, 39) -> 39; onnxruntime (39, 41, 40) -> 40
-    assert "39.00 ms |" in line and "onnxruntime 40.00 ms" in line and "1.03x" in line
-    assert "ok (median of 3 runs)" in md
-    assert next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | openvino | 1 |"))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| m | fp32 | openvino | in turns"))
+    # the head-to-head medians and the paired ratio, not 39.00 / 48.00
+    assert "| in turns x8 | 38.50 ms | onnxruntime 40.10 ms | 1.04x (0.97-1.12) |" in line
+    far_line = next(ln for ln in md.splitlines() if ln.startswith("| m | bf16 | openvino | alone"))
+    assert "| alone | 20.00 ms | inductor 40.00 ms | 2.00x |" in far_line
 
 
-def test_a_row_far_behind_is_rematched_too() -> None:
+def test_a_failed_head_to_head_leaves_the_fresh_process_times() -> None:
     rep = report("fp32", "openvino", 4.0)
     rep["isolated"] = {"latency_ms": {"1": {"p50_ms": 6.2}}}  # a slow spell: 0.56x
     peers = [{"model": "m", "peer": "onnxruntime", "precision": "fp32", "setup": "s",
               "status": "ok", "reason": "", "latency_ms": {"1": {"p50_ms": 3.5}}}]
-    again = iter([3.9, 4.0])
-    core_bench.rematch([rep], peers, lambda r: {"latency_ms": {"1": {"p50_ms": next(again)}}},
-                       lambda row: {**row, "latency_ms": {"1": {"p50_ms": 3.6}}}, 2,
-                       log=lambda m: None)
-    assert len(rep["isolated"]["repeats"]) == 2 and len(peers[0]["repeats"]) == 2
-    assert core_bench._p50s(rep["isolated"]) == {1: 4.0}
+    core_bench.settle([rep], peers, lambda r, row: None, log=lambda m: None)
+    assert "head_to_head" not in rep
+    md = core_bench.markdown([rep], "test machine", ROOF, 60.0, peers=peers)
+    assert "| m | fp32 | openvino | alone | 6.20 ms | onnxruntime 3.50 ms | 0.56x |" in md
