@@ -66,6 +66,7 @@ class BoostedModel:
         timeout = config.call_timeout_s
         self._deadline = DeadlineRunner(self.name, timeout) if timeout > 0 else None
         self._gauged: set[str] = set()
+        self._series: dict[tuple[str, str], metrics.Series] = {}  # INFERENCE_MS, see _timed
         self._routes = {NATIVE: self._route(NATIVE, None, {})}
         self._routes[self._primary] = self._route(self._primary, compiled, artifact_dirs or {})
         for name, (buckets, dirs) in (extras or {}).items():
@@ -191,8 +192,12 @@ class BoostedModel:
         return outputs
 
     def _timed(self, backend: str, t0: float) -> None:
-        metrics.emit(metrics.INFERENCE_MS, (time.perf_counter() - t0) * 1e3, "ms",
-                     model=self.name, backend=backend)
+        ms = (time.perf_counter() - t0) * 1e3
+        series = self._series.get((self.name, backend))
+        if series is None:  # one per model name and backend, its labels keyed once
+            series = self._series[(self.name, backend)] = metrics.Series(
+                metrics.INFERENCE_MS, "ms", model=self.name, backend=backend)
+        series.emit(ms)
 
     def _refresh(self) -> None:
         """Make the report and the in-use gauges say what serves now (called under the lock)."""
