@@ -49,7 +49,7 @@ def remove_listener(fn: Listener) -> None:
 def emit(name: str, value: float, unit: str = "count", **labels: Any) -> None:
     """Record one metric value; counters (unit ``count``) accumulate in the snapshot."""
     str_labels = {k: str(v) for k, v in labels.items()}
-    _record(name, (name, tuple(sorted(str_labels.items()))), value, unit, str_labels)
+    _record((name, tuple(sorted(str_labels.items()))), value, unit, str_labels)
 
 
 class Series:
@@ -70,10 +70,11 @@ class Series:
 
     def emit(self, value: float) -> None:
         """Record one value of this series."""
-        _record(self.name, self._key, value, self.unit, self.labels)
+        _record(self._key, value, self.unit, self.labels)
 
 
-def _record(name: str, key: _Key, value: float, unit: str, str_labels: Mapping[str, str]) -> None:
+def _record(key: _Key, value: float, unit: str, str_labels: Mapping[str, str]) -> None:
+    name = key[0]
     with _lock:
         _units.setdefault(name, unit)
         if unit == "count":
