@@ -59,13 +59,13 @@ class ArtifactMeta:
 
     @property
     def bucket_keys(self) -> list[int | None]:
-        """The buckets to load: ``[None]`` for a dynamic-batch artifact."""
-        return [None] if self.dynamic_batch else list(self.buckets)
+        """The buckets to load: the fixed sizes, and None for a dynamic-batch artifact."""
+        return [*self.buckets, *([None] if self.dynamic_batch else [])]
 
     def extra_bucket_keys(self, name: str) -> list[int | None]:
         """The buckets of the dispatched extra ``name``."""
         extra = self.extras[name]
-        return [None] if extra["dynamic_batch"] else list(extra["buckets"])
+        return [*extra["buckets"], *([None] if extra["dynamic_batch"] else [])]
 
     @property
     def dispatch_sizes(self) -> dict[int, str]:

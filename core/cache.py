@@ -277,6 +277,13 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 # -- decisions --------------------------------------------------------------------------------
+def is_bucket_list(value: Any) -> bool:
+    """A decision's ``buckets``: null (dynamic batch), or batch sizes and at most one null."""
+    return value is None or (isinstance(value, list) and bool(value) and value.count(None) <= 1
+                             and all(b is None or (isinstance(b, int) and not isinstance(b, bool)
+                                                   and b > 0) for b in value))
+
+
 def _check_decision(decision: Any) -> dict[str, Any]:
     """The decision if it has the shape ``boost`` writes, else raise naming what is wrong."""
     if not isinstance(decision, dict):
@@ -284,10 +291,9 @@ def _check_decision(decision: Any) -> dict[str, Any]:
     problems = []
     if not isinstance(decision.get("backend"), str):
         problems.append("'backend' is not a string")
-    buckets = decision.get("buckets")
-    if buckets is not None and not (isinstance(buckets, list) and all(
-            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets)):
-        problems.append("'buckets' is neither null nor a list of positive integers")
+    if not is_bucket_list(decision.get("buckets")):
+        problems.append("'buckets' is neither null nor a list of positive integers (and at most "
+                        "one null: the dynamic batch)")
     if not isinstance(decision.get("report"), dict):
         problems.append("'report' is not an object")
     if problems:

@@ -49,6 +49,10 @@ class BoostConfig:
         batch_sizes: the batch sizes that will be served; validation and benchmarks cover each.
         dynamic_batch: compile with a dynamic batch dimension where the backend handles it;
             otherwise one artifact per batch size (a bucket) and requests are padded up.
+        static_buckets: with ``dynamic_batch``, a backend that runs fixed shapes faster
+            (``Backend.static_buckets``: OpenVINO) also gets one artifact per served batch
+            size beside its dynamic one; requests of those sizes run on them, any other size
+            on the dynamic one. Off: one dynamic artifact (less compile time and memory).
         time_budget_s: benchmark time per candidate and batch size.
         validation_rounds: how many fresh random input sets each candidate is checked on.
         cache: use the content-addressed cache; ``cache_dir`` says where.
@@ -105,6 +109,7 @@ class BoostConfig:
     calibration_samples: int = 32
     batch_sizes: tuple[int, ...] = (1,)
     dynamic_batch: bool = True
+    static_buckets: bool = True
     time_budget_s: float = 1.0
     validation_rounds: int = 2
     cache: bool = True
@@ -182,7 +187,7 @@ class BoostConfig:
             raise ConfigError("options must be a mapping of backend name to options")
         if isinstance(data.get("dispatch"), str):
             data["dispatch"] = data["dispatch"].strip().lower().replace("-", "_")
-        for key in ("dynamic_batch", "cache", "follow_load", "spin_wait"):
+        for key in ("dynamic_batch", "static_buckets", "cache", "follow_load", "spin_wait"):
             if isinstance(data.get(key), str):
                 data[key] = data[key].strip().lower() in ("1", "true", "yes", "on")
         for key, typ in (("time_budget_s", float), ("validation_rounds", int),
@@ -239,6 +244,7 @@ class BoostConfig:
             "backends": list(self.backends), "precision": self.precision, "task": self.task,
             "calibration": self.calibration, "calibration_samples": self.calibration_samples,
             "batch_sizes": list(self.batch_sizes), "dynamic_batch": self.dynamic_batch,
+            "static_buckets": self.static_buckets,
             "dispatch": self.dispatch, "dispatch_memory_mb": self.dispatch_memory_mb,
             "options": {k: dict(v) for k, v in sorted(self.options.items())},
         }

@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from .dispatch import NATIVE, is_batch_size
+from .cache import is_bucket_list
+from .dispatch import NATIVE
 from .errors import CacheError
 from .report import Report, stored_report
 
@@ -28,7 +29,7 @@ class Decision:
 
 def decision_record(report: Report) -> dict[str, Any]:
     """What the cache stores of a search's ``report`` (the JSON form :func:`read_decision` reads)."""
-    def buckets(name: str) -> list[int] | None:
+    def buckets(name: str) -> list[int | None] | None:
         cand = report.candidate(name)
         return cand.buckets if cand is not None and name != NATIVE else None
 
@@ -46,16 +47,12 @@ def read_decision(decision: Any, names: Sequence[str]) -> Decision:
     name = decision.get("backend")
     dispatch, routes = decision.get("dispatch") or {}, decision.get("routes") or {}
 
-    def is_buckets(value: Any) -> bool:
-        return value is None or (isinstance(value, list) and bool(value)
-                                 and all(is_batch_size(b) for b in value))
-
     if not isinstance(name, str) or (name != NATIVE and name not in names):
         problems.append(f"backend {name!r} is not a candidate of this run")
-    if not is_buckets(decision.get("buckets")):
+    if not is_bucket_list(decision.get("buckets")):
         problems.append(f"buckets {decision.get('buckets')!r} is neither null nor a list of "
-                        "batch sizes")
-    if not (isinstance(routes, dict) and all(n in names and is_buckets(b)
+                        "batch sizes (and at most one null, the dynamic batch)")
+    if not (isinstance(routes, dict) and all(n in names and is_bucket_list(b)
                                              for n, b in routes.items())):
         problems.append(f"routes {routes!r} do not map candidates to their buckets")
         routes = {}

@@ -37,12 +37,18 @@ def batch_of(feeds: Mapping[str, np.ndarray]) -> int:
 
 def run_buckets(compiled: Buckets, feeds: Mapping[str, np.ndarray],
                 batched: bool) -> list[np.ndarray]:
-    """Run on the dynamic artifact, or pad up to the nearest bucket (chunks past the largest)."""
-    if None in compiled or not batched:
+    """Run ``feeds`` on the artifact for their batch size.
+
+    That size's own bucket, else the dynamic artifact, else the nearest larger bucket with the
+    batch padded up (in chunks of the largest past it).
+    """
+    if not batched or len(compiled) == 1 and None in compiled:
         return next(iter(compiled.values())).run(feeds)
     n = batch_of(feeds)
     if n in compiled:
         return compiled[n].run(feeds)
+    if None in compiled:
+        return compiled[None].run(feeds)
     sizes = sorted(b for b in compiled if b is not None)
     bucket = next((b for b in sizes if b >= n), sizes[-1])
     if n > bucket:  # larger than every bucket: run in chunks of the largest

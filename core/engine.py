@@ -451,14 +451,30 @@ class BoostRun:
             return avail.reason
         return backend.supports(self.handle) or backend.supports_precision(self.cfg.precision)
 
+    def bucket_keys(self, backend: Backend) -> list[int | None]:
+        """The artifacts ``backend`` builds: batch sizes (fixed shapes) and None (dynamic batch).
+
+        One dynamic artifact where the backend handles a dynamic batch (or the model has no
+        batch), else one per served size; a backend faster on fixed shapes
+        (``static_buckets``) gets both: each served size's own, the dynamic one for the rest.
+        """
+        if not self.handle.batched:
+            return [None]
+        if not (backend.dynamic_batch and self.cfg.dynamic_batch):
+            return list(self.sizes)
+        if self.cfg.static_buckets and getattr(backend, "static_buckets", False):
+            return [*self.sizes, None]
+        return [None]
+
     def trial(self, step: str, backend: Backend, cand: Candidate,
               sets: Sequence[ValidationSet]) -> Built:
         """Build ``backend``'s buckets, validate them on ``sets``, benchmark; fills ``cand``."""
-        dynamic = (backend.dynamic_batch and self.cfg.dynamic_batch) or not self.handle.batched
-        buckets: list[int | None] = [None] if dynamic else list(self.sizes)
-        cand.buckets = None if buckets == [None] else [b for b in buckets if b is not None]
-        self.say(f"{step}: compiling"
-                 + (f" buckets {cand.buckets}" if cand.buckets else " (dynamic batch)"))
+        buckets = self.bucket_keys(backend)
+        cand.buckets = None if buckets == [None] else buckets
+        sizes = [b for b in buckets if b is not None]
+        self.say(f"{step}: compiling" + (f" buckets {sizes}" if sizes else "")
+                 + (" and dynamic batch" if sizes and None in buckets else "")
+                 + ("" if sizes else " (dynamic batch)"))
         t0 = time.perf_counter()
         compiled, dirs, hit = self.builds.compile(backend, buckets)
         cand.compile_s = round(time.perf_counter() - t0, 3)

@@ -97,13 +97,20 @@ def _odd_size(lo: int, hi: int) -> int:
 def validate(name: str, handle: ModelHandle, compiled: Buckets, cfg: BoostConfig,
              sets: Sequence[ValidationSet],
              errors: dict[str, OutputError] | None = None) -> dict[str, OutputError]:
-    """Check ``compiled`` on every set; fill ``errors`` (also when it raises) and raise on mismatch."""
+    """Check ``compiled`` on every set; fill ``errors`` (also when it raises) and raise on mismatch.
+
+    Beside buckets of fixed sizes, a dynamic-batch artifact is checked on every set as well.
+    """
     errors = {} if errors is None else errors
     problems: list[str] = []
-    for label, feeds, ref in sets:
-        got = run_buckets(compiled, feeds, handle.batched)
-        problems += compare(handle.output_names, ref, got, cfg.precision, task=cfg.task,
-                            errors=errors, context=label)
+    views = {"": compiled}
+    if None in compiled and len(compiled) > 1:  # it serves the sizes without a bucket: judged too
+        views[" (dynamic-batch artifact)"] = {None: compiled[None]}
+    for suffix, view in views.items():
+        for label, feeds, ref in sets:
+            got = run_buckets(view, feeds, handle.batched)
+            problems += compare(handle.output_names, ref, got, cfg.precision, task=cfg.task,
+                                errors=errors, context=label + suffix)
     problems += pooled_problems(errors, cfg.precision, cfg.task)
     raise_if_mismatched(name, problems)
     return errors
@@ -134,7 +141,9 @@ def bench(cand: Candidate, run: Callable[[dict[str, np.ndarray]], object], handl
 
 
 RUNOFF_MARGIN = 0.50  # candidates within this fraction of the fastest at a size are re-timed
-RUNOFF_ROUNDS = 3
+RUNOFF_ROUNDS = 8  # at most; fewer where a round would not hold a few calls of each
+RUNOFF_MIN_ROUNDS = 3
+RUNOFF_CALLS = 4  # calls a candidate's slice of a round takes at the least (1 warm-up, 3 timed)
 
 
 def runoff(cands: Sequence[Candidate], runners: Mapping[str, Callable[[dict[str, np.ndarray]], object]],
@@ -146,9 +155,12 @@ def runoff(cands: Sequence[Candidate], runners: Mapping[str, Callable[[dict[str,
     machines measured here a single timing was up to 50% off (MobileNetV3 on ONNX Runtime read
     5.7 ms in one search and 3.5 ms in the next; a Keras model's two backends both read 6.2 ms
     and then 3.8 against 4.5 ms). At each size where several valid candidates lie within
-    ``RUNOFF_MARGIN`` of the fastest, they are timed again in ``RUNOFF_ROUNDS`` rounds that
-    alternate between them, ``budget`` each in all; that size's p50 becomes the median of the
-    rounds (``runoff`` in its entry says how many). A clear winner costs nothing more.
+    ``RUNOFF_MARGIN`` of the fastest, they are timed again in rounds, each candidate a short
+    slice per round, in ABBA order (A B, B A, A B, ...), ``budget`` each in all: up to
+    ``RUNOFF_ROUNDS`` rounds, fewer for a slow model, so that a slice holds ``RUNOFF_CALLS``
+    calls. Adjacent slices see the same host, so each round is judged on its own: that size's
+    p50 becomes :func:`settle`'s reading of the rounds (``runoff`` in its entry says how many).
+    A clear winner costs nothing more.
     """
     for b in sizes:
         key = b or example_batch(handle)
@@ -159,21 +171,41 @@ def runoff(cands: Sequence[Candidate], runners: Mapping[str, Callable[[dict[str,
         close = [c for c in timed if c.latency_ms[key]["p50_ms"] <= fastest * (1 + RUNOFF_MARGIN)]
         if len(close) < 2:
             continue
+        slowest = max(c.latency_ms[key]["p50_ms"] for c in close)
+        rounds = int(min(RUNOFF_ROUNDS, max(RUNOFF_MIN_ROUNDS,
+                                             budget * 1e3 // (RUNOFF_CALLS * max(slowest, 1e-6)))))
         feeds = handle.random_feeds(batch=b, seed=7)
-        rounds: dict[str, list[float]] = {c.backend: [] for c in close}
-        for r in range(RUNOFF_ROUNDS):
-            for c in close[r % len(close):] + close[:r % len(close)]:
-                t = measure(functools.partial(runners[c.backend], feeds),
-                            budget_s=budget / RUNOFF_ROUNDS)
-                rounds[c.backend].append(t.p50_ms)
-        for c in close:
+        fns = {c.backend: functools.partial(runners[c.backend], feeds) for c in close}
+        names = list(fns)
+        p50s: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(rounds):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                t = measure(fns[n], budget_s=budget / rounds, warmup=1, min_iters=RUNOFF_CALLS - 1)
+                p50s[n].append(t.p50_ms)
+        for c, p50 in zip(close, settle([p50s[n] for n in names])):
             entry = c.latency_ms[key]
-            entry["p50_ms"] = round(statistics.median(rounds[c.backend]), 4)
-            entry["runoff"] = RUNOFF_ROUNDS
+            entry["p50_ms"] = round(p50, 4)
+            entry["runoff"] = rounds
     for c in cands:
         if c.latency_ms:
             first = c.latency_ms[next(iter(c.latency_ms))]
             c.p50_ms, c.p90_ms = first["p50_ms"], first["p90_ms"]
+
+
+def settle(rounds: Sequence[Sequence[float]]) -> list[float]:
+    """One p50 per candidate from per-round p50s (``rounds[candidate][round]``).
+
+    Within a round every candidate is read against the round's geometric mean, so a slow spell
+    that covers a whole round scales all of them alike and cancels; the median of those relative
+    readings over the rounds, times the median round level, is the candidate's p50. One round in
+    which the host slowed during one candidate's slice only moves that candidate's median by a
+    rank, where it would move a mean by the whole slowdown.
+    """
+    n_rounds = min(len(r) for r in rounds)
+    levels = [math.exp(sum(math.log(max(r[i], 1e-9)) for r in rounds) / len(rounds))
+              for i in range(n_rounds)]
+    scale = statistics.median(levels)
+    return [statistics.median(r[i] / levels[i] for i in range(n_rounds)) * scale for r in rounds]
 
 
 def score(cand: Candidate) -> float:

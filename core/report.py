@@ -30,7 +30,7 @@ class Candidate:
     p50_ms: float | None = None  # at the first served batch size
     p90_ms: float | None = None
     latency_ms: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)  # per batch
-    buckets: list[int] | None = None  # None: dynamic batch
+    buckets: list[int | None] | None = None  # None: dynamic batch; [1, 8, None]: both
     cache: str | None = None  # "hit" / "miss" for the artifact
 
     def to_dict(self) -> dict[str, Any]:

@@ -98,6 +98,9 @@ class Backend(Protocol):
     Optional: ``owns_threads = True`` says each compiled model sizes its own thread pool from
     ``CompileRequest.threads`` (not a process-wide pool such as torch's), so loading the same
     artifact again with more threads gives a faster copy (``BoostConfig.follow_load``).
+    ``static_buckets = True`` says the backend runs fixed shapes faster than its dynamic batch:
+    with ``BoostConfig.static_buckets`` it gets one artifact per served batch size beside the
+    dynamic one.
     """
 
     name: str

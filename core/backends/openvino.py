@@ -82,6 +82,9 @@ class OpenVinoBackend:
 
     name = "openvino"
     dynamic_batch = True
+    # Fixed shapes run faster than the dynamic batch: on a 2-core Zen 5, ResNet-50 bf16 9.8 ms
+    # against 11.2 at batch 1 (72 against 82 at batch 8), MobileNetV3 fp32 1.94 against 2.22 ms.
+    static_buckets = True
     cacheable = True
     owns_threads = True  # its thread pool is sized per compiled model (follow_load)
     auto_excluded = ""

@@ -87,6 +87,8 @@ _FLAG_HELP: dict[str, tuple[Any, tuple[str, ...] | None, str]] = {
     "batch_sizes": (str, None, "batch sizes to serve, e.g. 1,8"),
     "dynamic_batch": (str, None, "compile a dynamic batch dimension where the backend can "
                                  "(true/false)"),
+    "static_buckets": (str, None, "with a dynamic batch, also one fixed-shape artifact per served "
+                                  "size where the backend runs those faster (true/false)"),
     "time_budget_s": (float, None, "benchmark seconds per candidate and batch size"),
     "validation_rounds": (int, None, "fresh random input sets each candidate is checked on"),
     "cache": (str, None, "use the compile cache (true/false)"),

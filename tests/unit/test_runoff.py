@@ -1,14 +1,18 @@
-"""The runoff: near-tied candidates are timed again in turns before the choice."""
+"""The runoff: near-tied candidates are timed again in turns before the choice; the check of
+every artifact a candidate serves with."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import pytest
 
 import yellowstone
 from yellowstone import judge
 from yellowstone.backends import register_backend, unregister_backend
+from yellowstone.config import BoostConfig
+from yellowstone.errors import ValidationError
 from yellowstone.report import Candidate
 
 from .fakes import FakeBackend, NumpyModel
@@ -42,6 +46,29 @@ def test_near_ties_are_timed_again_in_turns_and_far_ones_are_not():
     assert set(calls["a"]) == set(calls["b"]) == {1}
 
 
+def test_settle_reads_each_round_on_its_own():
+    # "b" runs at 0.9 of "a"; rounds 2 and 3 ran on a host three times slower, and in round 5
+    # the host stalled during b's slice only.
+    levels = [1, 1, 3, 3, 1, 1, 1, 1]
+    a = [1.0 * v for v in levels]
+    b = [0.9 * v for v in levels]
+    b[5] = 4.0
+    sa, sb = judge.settle([a, b])
+    assert 0.89 < sb / sa < 0.91
+    assert 0.9 < sa < 1.2  # still in ms: the median round's level
+
+
+def test_a_slow_model_gets_fewer_longer_rounds():
+    # 20 ms a call against a 0.1 s budget: a slice of 8 rounds could not hold 4 calls
+    a, b = _cand("a", 20.0), _cand("b", 21.0)
+    calls = {n: [] for n in "ab"}
+    judge.runoff([a, b], {"a": _sleeper(20.0, calls["a"]), "b": _sleeper(20.0, calls["b"])},
+                 NumpyModel(), [1], budget=0.1)
+    assert a.latency_ms[1]["runoff"] == b.latency_ms[1]["runoff"] == judge.RUNOFF_MIN_ROUNDS
+    assert len(calls["a"]) >= judge.RUNOFF_MIN_ROUNDS * judge.RUNOFF_CALLS
+    assert 19.0 < a.p50_ms < 30.0
+
+
 def test_a_lone_candidate_or_a_clear_winner_costs_nothing():
     a, b = _cand("a", 1.0), _cand("b", 2.0)
     calls: list = []
@@ -69,3 +96,23 @@ def test_boost_holds_a_runoff_between_tied_candidates(cache_dir):
     assert boosted.backend in ("tie1", "tie2")
     x = np.ones((2, 6), np.float32)
     assert boosted.run({"x": x})[0].shape == (2, 3)
+
+
+def test_a_wrong_dynamic_artifact_beside_right_buckets_is_rejected():
+    # Every validation set has a bucket of its size; the dynamic artifact, which would serve
+    # the other sizes, is still judged on its own.
+    handle = NumpyModel()
+
+    class Exact:
+        def run(self, feeds):
+            return handle.run(feeds)
+
+    class Off(Exact):
+        def run(self, feeds):
+            return [o + 1.0 for o in handle.run(feeds)]
+
+    cfg = BoostConfig(batch_sizes=(1, 4), validation_rounds=1)
+    sets = judge.validation_sets(handle, cfg, [1, 4], ())
+    judge.validate("good", handle, {1: Exact(), 4: Exact(), None: Exact()}, cfg, sets)
+    with pytest.raises(ValidationError, match="dynamic-batch artifact"):
+        judge.validate("bad", handle, {1: Exact(), 4: Exact(), None: Off()}, cfg, sets)

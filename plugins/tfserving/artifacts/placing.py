@@ -122,7 +122,7 @@ def cached_artifact(boosted: BoostedModel, backend: str) -> Path | None:
 
     calib = calibration_set(boosted.handle, cfg) if cfg.precision == "int8" else None
     key = BoostRun(boosted.handle, cfg, calibration=calib).artifact_key(
-        backend, cand.buckets[0] if cand.buckets else None
+        backend, None if not cand.buckets or None in cand.buckets else cand.buckets[0]
     )
     return ArtifactCache(cfg.cache_dir).lookup(key)
 
