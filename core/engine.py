@@ -456,27 +456,40 @@ class BoostRun:
 
         One dynamic artifact where the backend handles a dynamic batch (or the model has no
         batch), else one per served size; a backend faster on fixed shapes
-        (``static_buckets``) gets both: each served size's own, the dynamic one for the rest.
+        (``static_buckets``) gets both, the dynamic one for the sizes without their own, where
+        the batch is the model's only dynamic dim (a bucket of a model with a dynamic sequence
+        would still have a dynamic shape).
         """
         if not self.handle.batched:
             return [None]
         if not (backend.dynamic_batch and self.cfg.dynamic_batch):
             return list(self.sizes)
-        if self.cfg.static_buckets and getattr(backend, "static_buckets", False):
-            return [*self.sizes, None]
+        if (self.cfg.static_buckets and getattr(backend, "static_buckets", False)
+                and not self.handle.dim_ranges):
+            return [None, *self.sizes]
         return [None]
 
     def trial(self, step: str, backend: Backend, cand: Candidate,
               sets: Sequence[ValidationSet]) -> Built:
         """Build ``backend``'s buckets, validate them on ``sets``, benchmark; fills ``cand``."""
         buckets = self.bucket_keys(backend)
-        cand.buckets = None if buckets == [None] else buckets
         sizes = [b for b in buckets if b is not None]
+        cand.buckets = [*sizes, None] if sizes and None in buckets else sizes or None
         self.say(f"{step}: compiling" + (f" buckets {sizes}" if sizes else "")
                  + (" and dynamic batch" if sizes and None in buckets else "")
                  + ("" if sizes else " (dynamic batch)"))
         t0 = time.perf_counter()
-        compiled, dirs, hit = self.builds.compile(backend, buckets)
+        try:
+            compiled, dirs, hit = self.builds.compile(backend, buckets)
+        except Exception as exc:
+            if not sizes or None not in buckets:
+                raise
+            # The dynamic artifact built first; a fixed-shape one that fails costs only itself.
+            logger.info("%s: %s fixed-shape buckets failed (%s); dynamic batch only",
+                        self.handle.name, backend.name, _first_line(str(exc), 200))
+            self.say(f"{step}: fixed-shape buckets failed; dynamic batch only")
+            buckets, cand.buckets = [None], None
+            compiled, dirs, hit = self.builds.compile(backend, buckets)
         cand.compile_s = round(time.perf_counter() - t0, 3)
         cand.cache = "hit" if hit else "miss"
         self.say(f"{step}: validating ({len(sets)} input sets)")

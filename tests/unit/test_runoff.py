@@ -116,3 +116,40 @@ def test_a_wrong_dynamic_artifact_beside_right_buckets_is_rejected():
     judge.validate("good", handle, {1: Exact(), 4: Exact(), None: Exact()}, cfg, sets)
     with pytest.raises(ValidationError, match="dynamic-batch artifact"):
         judge.validate("bad", handle, {1: Exact(), 4: Exact(), None: Off()}, cfg, sets)
+
+
+def test_a_fixed_shape_bucket_that_fails_leaves_the_dynamic_candidate(cache_dir):
+    class StaticFails(FakeBackend):
+        static_buckets = True
+
+        def compile(self, model, request, workdir):
+            if request.batch is not None:
+                raise RuntimeError("fixed shape refused")
+            return super().compile(model, request, workdir)
+
+    register_backend("fixed", StaticFails("fixed", delay=1e-4))
+    try:
+        boosted = yellowstone.boost(NumpyModel(), backends="fixed", batch_sizes="1,4",
+                                    time_budget_s=0.02, validation_rounds=1)
+    finally:
+        unregister_backend("fixed")
+    cand = boosted.report.candidate("fixed")
+    assert cand.status in ("ok", "chosen") and cand.buckets is None
+
+
+def test_fixed_shape_buckets_sit_beside_the_dynamic_artifact(cache_dir):
+    class Static(FakeBackend):
+        static_buckets = True
+
+    made = Static("fixed", delay=1e-4)
+    register_backend("fixed", made)
+    try:
+        boosted = yellowstone.boost(NumpyModel(), backends="fixed", batch_sizes="1,4",
+                                    time_budget_s=0.02, validation_rounds=1)
+        again = yellowstone.boost(NumpyModel(), backends="fixed", batch_sizes="1,4",
+                                  time_budget_s=0.02, validation_rounds=1)
+    finally:
+        unregister_backend("fixed")
+    assert boosted.report.candidate("fixed").buckets == [1, 4, None]
+    assert made.compiles == 3  # the dynamic artifact and one per size; the second boost hits
+    assert again.report.cache == "hit"
