@@ -307,8 +307,8 @@ def markdown(reports: list[dict], machine: str, roofline: dict | None, wall_s: f
              "error, top-1 agreement (classifiers), mean cosine similarity. "
              + roof_header(roofline) + " `auto/best`: p50 of what serves each batch size (the "
              "chosen backend, or the one per-batch dispatch gives that size) over the fastest "
-             "valid one's, per batch size. int8 runs on onnxruntime and openvino; bf16 only on "
-             "openvino (and TensorRT) where the CPU has it; inductor and TVM serve fp32.", ""]
+             "valid one's, per batch size. int8 runs on onnxruntime and openvino; bf16 on openvino, "
+             "inductor (autocast) and TensorRT where the CPU has it; TVM serves fp32.", ""]
     head = (["model", "precision", "backend", "status", "max abs err", "top-1", "cosine"]
             + [f"p50 ms b{b}" for b in sizes] + [f"speedup b{b}" for b in sizes]
             + [f"GFLOP/s b{b}" for b in sizes] + [f"% of roof b{b}" for b in sizes])

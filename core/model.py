@@ -467,7 +467,7 @@ class TorchModel(ModelHandle):
         import torch
 
         self._file_hash = file_hash
-        self._exported: dict[bool, Any] = {}
+        self._exported: dict[tuple[bool, Any], Any] = {}
         self.module: Any = None
         self.program: Any = None
         self._out_spec: Any = None
@@ -584,23 +584,28 @@ class TorchModel(ModelHandle):
         tensors = [torch.from_numpy(o) for o in outputs]
         return torch.utils._pytree.tree_unflatten(tensors, self._out_spec)
 
-    def exported_program(self, *, dynamic_batch: bool) -> Any:
+    def exported_program(self, *, dynamic_batch: bool, autocast: Any = None) -> Any:
         """A ``torch.export`` program, its named dims dynamic, with a dynamic batch where allowed.
 
         One ``torch.export.Dim`` per dim name (inputs sharing ``seq`` stay tied), bounded by the
         dim's range; the batch spans 1..4096. A program the user gave is kept when it already
-        has every dim that must be dynamic (and so keeps the user's own ranges).
+        has every dim that must be dynamic (and so keeps the user's own ranges). ``autocast``
+        (a torch dtype, e.g. ``torch.bfloat16``) traces under CPU autocast, so the program
+        carries autocast's casts: its matmuls and convolutions in that dtype, the ops autocast
+        keeps in fp32 (softmax, norms, reductions) in fp32.
         """
         import torch
 
         dynamic_batch = dynamic_batch and self.batched
+        key = (dynamic_batch, autocast)
         with self._lock:
-            if dynamic_batch in self._exported:
-                return self._exported[dynamic_batch]
+            if key in self._exported:
+                return self._exported[key]
             if self.kind == "torchscript":
                 raise ConversionError("torch.export cannot trace TorchScript modules")
             axes = self.dynamic_axes(dynamic_batch=dynamic_batch)
-            if self.program is not None and _program_is_dynamic(self.program, axes):
+            if (autocast is None and self.program is not None
+                    and _program_is_dynamic(self.program, axes)):
                 ep = self.program
             else:
                 # Export at batch 2 and dims >= 2: torch.export specialises a size-1 dim.
@@ -616,11 +621,16 @@ class TorchModel(ModelHandle):
                         objs.setdefault(dim, torch.export.Dim(dim, min=lo, max=hi))
                     shapes = tuple({i: objs[d] for i, d in a.items()} or None for a in axes)
                 module = self.module
+                if autocast is not None:  # its forward(*args) takes the specs as one tuple
+                    module = _autocast_module(module, autocast)
+                    shapes = None if shapes is None else (shapes,)
                 try:
                     ep = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+                    if autocast is not None:  # autocast's region becomes plain casts
+                        ep = ep.run_decompositions()
                 except Exception as exc:
                     raise ConversionError(f"torch.export failed: {exc}") from exc
-            self._exported[dynamic_batch] = ep
+            self._exported[key] = ep
             return ep
 
     def _to_onnx(self, out: Path, *, dynamic_batch: bool) -> Path:
@@ -644,6 +654,25 @@ class TorchModel(ModelHandle):
             logger.info("%s: TorchScript-based ONNX export failed (%s); using torch.export",
                         self.name, exc)
             return get_conversion("torch-dynamo-onnx").convert(self, out, dynamic_batch=dynamic_batch)
+
+
+def _autocast_module(module: Any, dtype: Any) -> Any:
+    """``module`` called under CPU autocast to ``dtype``, as a module ``torch.export`` traces.
+
+    An autocast context around the export call itself is not traced; one inside ``forward`` is.
+    """
+    import torch
+
+    class Autocast(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args: Any) -> Any:
+            with torch.autocast("cpu", dtype=dtype):
+                return self.inner(*args)
+
+    return Autocast().eval()
 
 
 def _program_is_dynamic(program: Any, axes: Sequence[Mapping[int, str]]) -> bool:

@@ -1,7 +1,10 @@
 """The ``inductor`` backend: PyTorch's own compiler, packaged ahead of time (AOTInductor).
 
 This is what a PyTorch user would reach for instead of yellowstone, so it is measured on equal
-terms. The artifact is an AOTInductor ``.pt2`` package, loadable without recompiling.
+terms. The artifact is an AOTInductor ``.pt2`` package, loadable without recompiling. ``bf16``
+is PyTorch's own recipe for CPU inference (``torch.autocast("cpu", torch.bfloat16)``): the
+program is exported under autocast, so its casts are compiled in; it is offered where the CPU
+computes bf16 natively.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ class InductorCompiled:
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self._inputs]
         with self._lock, torch.inference_mode():
             out = self._runner(*args)
-        return [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(out)]
+        leaves = torch.utils._pytree.tree_leaves(out)
+        # under autocast the last matmul answers in bf16, which NumPy has no type for
+        return [(t.float() if t.dtype == torch.bfloat16 else t).detach().numpy() for t in leaves]
 
 
 class InductorBackend:
@@ -67,8 +72,17 @@ class InductorBackend:
         return distribution_version("torch") or "?"
 
     def supports_precision(self, precision: str) -> str | None:
-        """fp32 only (quantised inductor would need PT2E export, not wired)."""
-        return None if precision == "fp32" else f"inductor serves fp32 only; {precision} is not wired"
+        """fp32; bf16 (autocast) where the CPU has it; not int8 (that needs PT2E quantisation)."""
+        if precision == "fp32":
+            return None
+        if precision == "bf16":
+            from ..hardware import detect
+
+            hw = detect()
+            if not (hw.has("avx512_bf16") or hw.has("amx_bf16")):
+                return "this CPU has no native bf16 (avx512_bf16 or amx_bf16) for autocast"
+            return None
+        return f"inductor serves fp32 and bf16; {precision} is not wired"
 
     def supports(self, model: ModelHandle) -> str | None:
         """Only torch models that ``torch.export`` can trace."""
@@ -84,9 +98,12 @@ class InductorBackend:
             raise missing_extra("torch", "inductor")
         import torch
 
-        if request.precision != "fp32":
-            raise CompilationError(f"inductor backend serves fp32 only; {request.precision} is not wired")
-        ep = model.exported_program(dynamic_batch=request.batch is None)  # type: ignore[attr-defined]
+        why = self.supports_precision(request.precision)
+        if why:
+            raise CompilationError(why)
+        autocast = torch.bfloat16 if request.precision == "bf16" else None
+        ep = model.exported_program(dynamic_batch=request.batch is None,  # type: ignore[attr-defined]
+                                    autocast=autocast)
         try:
             torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / "model.pt2"))
         except Exception as exc:

@@ -125,3 +125,33 @@ def test_openvino_bf16_runs_where_the_cpu_has_it(cnn, tmp_path):
     compiled = backend.compile(cnn, CompileRequest(batch=None, precision="bf16"), tmp_path)
     feeds = cnn.random_feeds(batch=8, seed=4)
     assert compare(cnn.output_names, cnn.run(feeds), compiled.run(feeds), "bf16") == []
+
+
+@requires("torch")
+def test_inductor_declines_bf16_without_native_support(monkeypatch):
+    from yellowstone import hardware
+
+    backend = get_backend("inductor")
+    plain = hardware.Hardware(arch="x86_64", cpu_model="test", cores=2, isa=("avx2", "fma"))
+    monkeypatch.setattr(hardware, "detect", lambda: plain)
+    assert "no native bf16" in backend.supports_precision("bf16")
+    assert "not wired" in backend.supports_precision("int8")
+
+
+@requires("torch")
+def test_inductor_bf16_is_autocast_compiled_in(cnn, tmp_path):
+    backend = get_backend("inductor")
+    why = backend.supports_precision("bf16") or backend.probe().reason
+    if why:
+        pytest.skip(why)
+    compiled = backend.compile(cnn, CompileRequest(batch=None, precision="bf16"), tmp_path)
+    program = cnn.exported_program(dynamic_batch=True, autocast=__import__("torch").bfloat16)
+    casts = [n for n in program.graph.nodes
+             if "bfloat16" in str(n.kwargs.get("dtype", "")) or "bfloat16" in str(n.args)]
+    assert casts, "the exported program carries no bf16 casts"
+    feeds = cnn.random_feeds(batch=8, seed=4)
+    got = compiled.run(feeds)
+    assert all(o.dtype == np.float32 for o in got)
+    assert compare(cnn.output_names, cnn.run(feeds), got, "bf16") == []
+    fp32 = cnn.run(feeds)[0]
+    assert not np.array_equal(got[0], fp32)  # really rounded: bf16 arithmetic, not fp32
