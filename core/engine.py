@@ -473,7 +473,7 @@ class BoostRun:
               sets: Sequence[ValidationSet]) -> Built:
         """Build ``backend``'s buckets, validate them on ``sets``, benchmark; fills ``cand``."""
         buckets = self.bucket_keys(backend)
-        sizes = [b for b in buckets if b is not None]
+        sizes: list[int | None] = [b for b in buckets if b is not None]
         cand.buckets = [*sizes, None] if sizes and None in buckets else sizes or None
         self.say(f"{step}: compiling" + (f" buckets {sizes}" if sizes else "")
                  + (" and dynamic batch" if sizes and None in buckets else "")

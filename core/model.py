@@ -620,12 +620,12 @@ class TorchModel(ModelHandle):
                     for dim, (lo, hi) in self.dim_ranges.items():
                         objs.setdefault(dim, torch.export.Dim(dim, min=lo, max=hi))
                     shapes = tuple({i: objs[d] for i, d in a.items()} or None for a in axes)
-                module = self.module
+                module, spec = self.module, shapes
                 if autocast is not None:  # its forward(*args) takes the specs as one tuple
                     module = _autocast_module(module, autocast)
-                    shapes = None if shapes is None else (shapes,)
+                    spec = None if shapes is None else (shapes,)  # type: ignore[assignment]
                 try:
-                    ep = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+                    ep = torch.export.export(module, args, dynamic_shapes=spec, strict=False)
                     if autocast is not None:  # autocast's region becomes plain casts
                         ep = ep.run_decompositions()
                 except Exception as exc:
