@@ -1,10 +1,11 @@
 """The ``inductor`` backend: PyTorch's own compiler, packaged ahead of time (AOTInductor).
 
-This is what a PyTorch user would reach for instead of yellowstone, so it is measured on equal
-terms. The artifact is an AOTInductor ``.pt2`` package, loadable without recompiling. ``bf16``
-is PyTorch's own recipe for CPU inference (``torch.autocast("cpu", torch.bfloat16)``): the
-program is exported under autocast, so its casts are compiled in; it is offered where the CPU
-computes bf16 natively.
+This is what a PyTorch user would reach for instead of yellowstone, so it is built as PyTorch
+advises for CPU inference: frozen (``freezing``: weights folded in as constants), with
+fixed-shape buckets beside the dynamic batch, and ``bf16`` by ``torch.autocast("cpu",
+torch.bfloat16)`` (the program is exported under autocast, so its casts are compiled in;
+offered where the CPU computes bf16 natively). The artifact is an AOTInductor ``.pt2``
+package, loadable without recompiling.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class InductorBackend:
 
     name = "inductor"
     dynamic_batch = True
+    # Fixed shapes let inductor's oneDNN passes prepack the weights: on a 2-core Zen 5,
+    # ResNet-50 (frozen) ran 20.3 ms fp32 and 11.7 ms bf16 at batch 1, against 30.2 and 22.7 ms
+    # with a dynamic batch.
+    static_buckets = True
     cacheable = True
     auto_excluded = ""
 
@@ -104,8 +109,10 @@ class InductorBackend:
         autocast = torch.bfloat16 if request.precision == "bf16" else None
         ep = model.exported_program(dynamic_batch=request.batch is None,  # type: ignore[attr-defined]
                                     autocast=autocast)
-        try:
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / "model.pt2"))
+        try:  # freezing, as PyTorch advises for CPU inference: weights folded in as constants
+            with torch.no_grad():
+                torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / "model.pt2"),
+                                                         inductor_configs={"freezing": True})
         except Exception as exc:
             raise CompilationError(f"AOTInductor failed: {type(exc).__name__}: {exc}") from exc
         return self.load(model, request, workdir)
