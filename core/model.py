@@ -467,7 +467,7 @@ class TorchModel(ModelHandle):
         import torch
 
         self._file_hash = file_hash
-        self._exported: dict[tuple[bool, Any], Any] = {}
+        self._exported: dict[tuple[bool, int | None, Any], Any] = {}
         self.module: Any = None
         self.program: Any = None
         self._out_spec: Any = None
@@ -584,7 +584,8 @@ class TorchModel(ModelHandle):
         tensors = [torch.from_numpy(o) for o in outputs]
         return torch.utils._pytree.tree_unflatten(tensors, self._out_spec)
 
-    def exported_program(self, *, dynamic_batch: bool, autocast: Any = None) -> Any:
+    def exported_program(self, *, dynamic_batch: bool, autocast: Any = None,
+                         batch: int | None = None) -> Any:
         """A ``torch.export`` program, its named dims dynamic, with a dynamic batch where allowed.
 
         One ``torch.export.Dim`` per dim name (inputs sharing ``seq`` stay tied), bounded by the
@@ -592,12 +593,14 @@ class TorchModel(ModelHandle):
         has every dim that must be dynamic (and so keeps the user's own ranges). ``autocast``
         (a torch dtype, e.g. ``torch.bfloat16``) traces under CPU autocast, so the program
         carries autocast's casts: its matmuls and convolutions in that dtype, the ops autocast
-        keeps in fp32 (softmax, norms, reductions) in fp32.
+        keeps in fp32 (softmax, norms, reductions) in fp32. Without a dynamic batch, ``batch``
+        is the fixed batch size to export at (None: the example's).
         """
         import torch
 
         dynamic_batch = dynamic_batch and self.batched
-        key = (dynamic_batch, autocast)
+        batch = None if dynamic_batch or not self.batched else batch
+        key = (dynamic_batch, batch, autocast)
         with self._lock:
             if key in self._exported:
                 return self._exported[key]
@@ -609,10 +612,10 @@ class TorchModel(ModelHandle):
                 ep = self.program
             else:
                 # Export at batch 2 and dims >= 2: torch.export specialises a size-1 dim.
-                batch = 2 if dynamic_batch else None
-                dims = self.trace_dims(batch)
-                feeds = self.random_feeds(batch=batch, seed=1, dims=dims) \
-                    if dynamic_batch or dims else self.example_feeds
+                at = 2 if dynamic_batch else batch
+                dims = self.trace_dims(at)
+                feeds = self.random_feeds(batch=at, seed=1, dims=dims) \
+                    if dynamic_batch or dims or batch is not None else self.example_feeds
                 args = tuple(torch.from_numpy(feeds[s.name]) for s in self.inputs)
                 shapes = None
                 if any(axes):

@@ -108,7 +108,7 @@ class InductorBackend:
             raise CompilationError(why)
         autocast = torch.bfloat16 if request.precision == "bf16" else None
         ep = model.exported_program(dynamic_batch=request.batch is None,  # type: ignore[attr-defined]
-                                    autocast=autocast)
+                                    batch=request.batch, autocast=autocast)
         try:  # freezing, as PyTorch advises for CPU inference: weights folded in as constants
             with torch.no_grad():
                 torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / "model.pt2"),

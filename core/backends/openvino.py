@@ -163,7 +163,8 @@ class OpenVinoBackend:
                 ov_model = ov.convert_model(model.module_copy(),  # type: ignore[attr-defined]
                                             example_input=example)
             elif model.framework == "torch":
-                ov_model = ov.convert_model(model.exported_program(dynamic_batch=dynamic))  # type: ignore[attr-defined]
+                ov_model = ov.convert_model(model.exported_program(  # type: ignore[attr-defined]
+                    dynamic_batch=dynamic, batch=request.batch))
             elif getattr(model, "signature_key", "serving_default") == "serving_default":
                 ov_model = ov.convert_model(str(model.saved_model_path()))  # type: ignore[attr-defined]
             else:  # the directory would give serving_default: convert the signature's function

@@ -1,4 +1,4 @@
-"""OpenVINO's fixed-shape buckets beside its dynamic batch (``BoostConfig.static_buckets``).
+"""Fixed-shape buckets beside the dynamic batch (``BoostConfig.static_buckets``): OpenVINO, inductor.
 
 Each served batch size gets its own fixed-shape artifact and runs on it; any other size runs on
 the dynamic one; all are validated, cached, exported and loaded back together.
@@ -19,26 +19,32 @@ from .models import build
 pytestmark = [pytest.mark.torch]
 
 
-def _boost(cache_dir, **kw):
+def _boost(cache_dir, backend="openvino", **kw):
     model, example = build("cnn")
-    return model, yellowstone.boost(model, example, backends="openvino", batch_sizes="1,4",
+    return model, yellowstone.boost(model, example, backends=backend, batch_sizes="1,4",
                                     time_budget_s=0.05, validation_rounds=1,
                                     cache_dir=cache_dir, **kw)
 
 
-def _served_by(boosted) -> dict:
-    return boosted._routes["openvino"].compiled  # noqa: SLF001 - what the route holds
+def _served_by(boosted, name="openvino") -> dict:
+    return boosted._routes[name].compiled  # noqa: SLF001 - what the route holds
 
 
-@pytest.mark.parametrize("name", [backend_param("openvino")])
+@pytest.mark.parametrize("name", [backend_param("openvino"), backend_param("inductor")])
 def test_each_served_size_has_its_fixed_shape_artifact_and_others_run_dynamic(name, tmp_path):
-    _, boosted = _boost(tmp_path / "cache")
+    _, boosted = _boost(tmp_path / "cache", backend=name)
     cand = boosted.report.candidate(name)
     assert cand is not None and cand.status in ("ok", "chosen"), cand
     assert cand.buckets == [1, 4, None]
     if boosted.backend == name:
-        compiled = _served_by(boosted)
+        compiled = _served_by(boosted, name)
         assert set(compiled) == {1, 4, None}
+        for b in (1, 4):  # each bucket answers its own size, on its own
+            feeds = boosted.handle.random_feeds(batch=b, seed=b)
+            got = compiled[b].run(feeds)
+            assert compare(boosted.handle.output_names, boosted.handle.run(feeds), got,
+                           "fp32") == []
+    if boosted.backend == name == "openvino":
         shapes = {b: compiled[b].compiled.inputs[0].get_partial_shape() for b in compiled}
         assert shapes[1].is_static and shapes[4].is_static and shapes[1][0].get_length() == 1
         assert shapes[None].is_dynamic
