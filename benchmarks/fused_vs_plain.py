@@ -29,8 +29,8 @@ def main() -> int:
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
-    import torchvision  # before anything imports TensorFlow
     import torch
+    import torchvision  # before anything imports TensorFlow
 
     import yellowstone
     from benchmarks.roofline import host_info
