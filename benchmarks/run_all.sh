@@ -51,6 +51,7 @@ for m in resnet50 minilm; do
   step $py benchmarks/request_breakdown_kserve.py --model $m
   step $py benchmarks/request_breakdown_tfserving.py --model $m
 done
+step $py benchmarks/fused_vs_plain.py   # the boost handler's fused graph against the plain model, in process
 step $py benchmarks/request_summary.py --readme
 step $py benchmarks/tfserving_bench.py
 step $py benchmarks/interpose_bench.py
