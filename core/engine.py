@@ -479,17 +479,17 @@ class BoostRun:
                  + (" and dynamic batch" if sizes and None in buckets else "")
                  + ("" if sizes else " (dynamic batch)"))
         t0 = time.perf_counter()
-        try:
-            compiled, dirs, hit = self.builds.compile(backend, buckets)
-        except Exception as exc:
-            if not sizes or None not in buckets:
-                raise
-            # The dynamic artifact built first; a fixed-shape one that fails costs only itself.
-            logger.info("%s: %s fixed-shape buckets failed (%s); dynamic batch only",
-                        self.handle.name, backend.name, _first_line(str(exc), 200))
-            self.say(f"{step}: fixed-shape buckets failed; dynamic batch only")
-            buckets, cand.buckets = [None], None
-            compiled, dirs, hit = self.builds.compile(backend, buckets)
+        beside = bool(sizes) and None in buckets  # fixed shapes beside the dynamic artifact
+        compiled, dirs, hit = self.builds.compile(backend, [None] if beside else buckets)
+        if beside:  # a fixed-shape bucket that fails costs only itself
+            try:
+                fixed, fixed_dirs, fixed_hit = self.builds.compile(backend, sizes)
+                compiled, dirs, hit = {**compiled, **fixed}, {**dirs, **fixed_dirs}, hit and fixed_hit
+            except Exception as exc:  # noqa: BLE001 - whatever the import raises: dynamic only
+                logger.info("%s: %s fixed-shape buckets failed (%s); dynamic batch only",
+                            self.handle.name, backend.name, _first_line(str(exc), 200))
+                self.say(f"{step}: fixed-shape buckets failed; dynamic batch only")
+                cand.buckets = None
         cand.compile_s = round(time.perf_counter() - t0, 3)
         cand.cache = "hit" if hit else "miss"
         self.say(f"{step}: validating ({len(sets)} input sets)")

@@ -623,10 +623,10 @@ class TorchModel(ModelHandle):
                     for dim, (lo, hi) in self.dim_ranges.items():
                         objs.setdefault(dim, torch.export.Dim(dim, min=lo, max=hi))
                     shapes = tuple({i: objs[d] for i, d in a.items()} or None for a in axes)
-                module, spec = self.module, shapes
+                module, spec = self.module, shapes  # type: Any, Any
                 if autocast is not None:  # its forward(*args) takes the specs as one tuple
                     module = _autocast_module(module, autocast)
-                    spec = None if shapes is None else (shapes,)  # type: ignore[assignment]
+                    spec = None if shapes is None else (shapes,)
                 try:
                     ep = torch.export.export(module, args, dynamic_shapes=spec, strict=False)
                     if autocast is not None:  # autocast's region becomes plain casts
